@@ -1,0 +1,61 @@
+"""Config layers: models, lazy layers, resolution with provenance. Knows nothing of Prefect."""
+
+from prefect_hcs.config.enums import Backend, TaskRunnerKind, WellFilterMode, ZarrCompressor
+from prefect_hcs.config.layers import (
+    ConfigError,
+    LazyExecutionConfig,
+    LazyPathPlanningConfig,
+    LazyStepMaterializationConfig,
+    LazyStepWellFilterConfig,
+    LazyVFSConfig,
+    LazyWellFilterConfig,
+    LazyZarrConfig,
+    PipelineConfig,
+    StepConfig,
+    layer_from_config,
+    load_layer,
+    load_layer_yaml,
+)
+from prefect_hcs.config.resolver import ResolvedConfig, ResolvedValue, Source, resolve
+from prefect_hcs.config.sections import (
+    ExecutionConfig,
+    GlobalPipelineConfig,
+    PathPlanningConfig,
+    StepMaterializationConfig,
+    StepWellFilterConfig,
+    VFSConfig,
+    WellFilterConfig,
+    ZarrConfig,
+)
+
+__all__ = [
+    "Backend",
+    "ConfigError",
+    "ExecutionConfig",
+    "GlobalPipelineConfig",
+    "LazyExecutionConfig",
+    "LazyPathPlanningConfig",
+    "LazyStepMaterializationConfig",
+    "LazyStepWellFilterConfig",
+    "LazyVFSConfig",
+    "LazyWellFilterConfig",
+    "LazyZarrConfig",
+    "PathPlanningConfig",
+    "PipelineConfig",
+    "ResolvedConfig",
+    "ResolvedValue",
+    "Source",
+    "StepConfig",
+    "StepMaterializationConfig",
+    "StepWellFilterConfig",
+    "TaskRunnerKind",
+    "VFSConfig",
+    "WellFilterConfig",
+    "WellFilterMode",
+    "ZarrCompressor",
+    "ZarrConfig",
+    "layer_from_config",
+    "load_layer",
+    "load_layer_yaml",
+    "resolve",
+]

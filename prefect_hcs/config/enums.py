@@ -1,0 +1,34 @@
+"""Enumerations shared by the config sections. String-valued so YAML, JSON and Block forms stay plain."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Backend(StrEnum):
+    """Where a step reads from or writes to. `auto` is decided by the compiler from the plate source."""
+
+    AUTO = "auto"
+    DISK = "disk"
+    MEMORY = "memory"
+    ZARR = "zarr"
+    OMERO = "omero"
+
+
+class WellFilterMode(StrEnum):
+    INCLUDE = "include"
+    EXCLUDE = "exclude"
+
+
+class ZarrCompressor(StrEnum):
+    ZSTD = "zstd"
+    BLOSC = "blosc"
+    GZIP = "gzip"
+    NONE = "none"
+
+
+class TaskRunnerKind(StrEnum):
+    """Threads share one process (intermediates stay in memory); dask may spread wells over processes."""
+
+    THREADS = "threads"
+    DASK = "dask"

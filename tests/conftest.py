@@ -1,0 +1,35 @@
+"""Test session setup: an isolated Prefect home and one real `prefect server start` per session.
+
+The server is started lazily by the `prefect_server` fixture (only tests that talk to the API pay
+the ~10 s start-up), bound to 127.0.0.1 with SQLite under a temporary PREFECT_HOME.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="prefect-hcs-tests-"))
+# Set before anything imports prefect, so no test writes to the developer's ~/.prefect.
+os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "client-home")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """API URL of a real Prefect server shared by the session; PREFECT_API_URL points at it."""
+    from prefect_hcs.runtime.server import start_server
+
+    server = start_server(_SESSION_HOME / "server-home")
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        yield server.api_url
+    finally:
+        server.stop()
+        os.environ.pop("PREFECT_API_URL", None)
