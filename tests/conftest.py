@@ -19,6 +19,9 @@ os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "client-home")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
+# Never fall back silently to an ephemeral in-process API: a test that talks to Prefect must ask
+# for the `prefect_server` fixture.
+os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
 
 
 @pytest.fixture(scope="session")
@@ -27,9 +30,19 @@ def prefect_server() -> Iterator[str]:
     from prefect_hcs.runtime.server import start_server
 
     server = start_server(_SESSION_HOME / "server-home")
-    os.environ["PREFECT_API_URL"] = server.api_url
+    os.environ["PREFECT_API_URL"] = server.api_url  # for subprocesses
+    # Prefect may already have read its settings (a test module imported it at collection time),
+    # so also override the in-process settings for the rest of the session.
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     try:
-        yield server.api_url
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server.api_url
     finally:
         server.stop()
         os.environ.pop("PREFECT_API_URL", None)
+
+
+# Never fall back silently to an ephemeral in-process API: a test that talks to Prefect must ask
+# for the `prefect_server` fixture.
+os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"

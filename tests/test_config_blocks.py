@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from prefect_hcs.config import ConfigError, load_layer, resolve
@@ -203,7 +203,12 @@ print(json.dumps(out))
 """
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=3,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    phases=[Phase.explicit, Phase.generate],  # each example costs a process; no shrinking
+)
 @given(st.lists(st.tuples(LAYER, LAYER), min_size=12, max_size=12))
 def test_property_save_load_in_new_process_resolves_identically(prefect_server, pairs):
     from prefect_hcs.blocks import HcsGlobalConfig, HcsPipelineConfig
@@ -226,7 +231,10 @@ def test_property_save_load_in_new_process_resolves_identically(prefect_server, 
         env=dict(os.environ),
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == expected
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    for (g_data, p_data), want, have in zip(pairs, expected, got, strict=True):
+        diff = {k: (want[k], have.get(k)) for k in want if want[k] != have.get(k)}
+        assert not diff, f"global={g_data} pipeline={p_data}: {diff}"
 
 
 def test_invalid_layer_never_reaches_a_block():

@@ -68,6 +68,7 @@ class LocalServer:
     home: Path
     process: subprocess.Popen | None
     log_path: Path
+    pid: int | None = None
 
     @property
     def ui_url(self) -> str:
@@ -112,7 +113,9 @@ def start_server(
             tail = log_path.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"prefect server exited with {proc.returncode}; log tail:\n{tail}")
         if api_healthy(api_url):
-            return LocalServer(api_url, home, None if detach else proc, log_path)
+            server = LocalServer(api_url, home, None if detach else proc, log_path)
+            server.pid = proc.pid
+            return server
         time.sleep(0.3)
     os.killpg(proc.pid, signal.SIGKILL)
     raise TimeoutError(

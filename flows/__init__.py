@@ -1,0 +1,1 @@
+"""Flow entrypoints that deployments point at."""

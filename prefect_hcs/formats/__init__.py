@@ -1,0 +1,43 @@
+"""Microscope formats: discover a plate's layout through any fsspec filesystem, read its planes.
+
+Knows nothing of Prefect. `open_plate` auto-detects ImageXpress (.HTD) and Opera Phenix /
+Operetta (Harmony Index.idx.xml / Index.xml) plates; `make_plate` writes synthetic ones.
+"""
+
+from prefect_hcs.formats.detect import (
+    detect_format,
+    open_plate,
+    read_plane,
+    read_tiff,
+    read_tiff_header,
+)
+from prefect_hcs.formats.imagexpress import open_imagexpress
+from prefect_hcs.formats.layout import (
+    ImageRef,
+    PlateError,
+    PlateFormat,
+    PlateLayout,
+    split_well,
+    well_id,
+)
+from prefect_hcs.formats.phenix import open_phenix
+from prefect_hcs.formats.synthetic import make_plate, phenix_field_order, site_grid
+
+__all__ = [
+    "ImageRef",
+    "PlateError",
+    "PlateFormat",
+    "PlateLayout",
+    "detect_format",
+    "make_plate",
+    "open_imagexpress",
+    "open_phenix",
+    "open_plate",
+    "phenix_field_order",
+    "read_plane",
+    "read_tiff",
+    "read_tiff_header",
+    "site_grid",
+    "split_well",
+    "well_id",
+]

@@ -1,0 +1,198 @@
+"""Open any supported plate by URL, and read single TIFF planes through fsspec.
+
+Everything goes through an fsspec filesystem so that a plate on local disk, in memory, or behind any
+URL fsspec understands is read by the same code. The microscope handlers are imported lazily so
+that they can use the TIFF helpers here without an import cycle.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+import numpy as np
+import tifffile
+from fsspec.spec import AbstractFileSystem
+
+from prefect_hcs.formats.layout import ImageRef, PlateError, PlateLayout, split_well
+
+FORMATS = ("auto", "imagexpress", "phenix")
+PHENIX_INDEX_NAMES = ("Index.idx.xml", "Index.xml")
+
+
+@dataclass(frozen=True)
+class TiffHeader:
+    """What one TIFF's first page says without reading its pixels."""
+
+    shape: tuple[int, int]
+    dtype: str
+    description: str
+
+
+def resolve(
+    url: str, storage_options: dict[str, Any] | None = None
+) -> tuple[AbstractFileSystem, str]:
+    """(filesystem, root path without protocol or trailing slash) of a plate URL."""
+    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    root = root.rstrip("/") or "/"
+    return fs, root
+
+
+def display(fs: AbstractFileSystem, path: str) -> str:
+    """A path as the user would type it (with the protocol unless local), for messages."""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return path if protocol in ("file", "local") else f"{protocol}://{path.lstrip('/')}"
+
+
+def list_names(fs: AbstractFileSystem, path: str) -> dict[str, str]:
+    """{basename: 'file'|'directory'} of a folder's direct children ({} if it is absent)."""
+    try:
+        entries = fs.ls(path, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    out: dict[str, str] = {}
+    for entry in entries:
+        name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+        out[name] = "directory" if entry.get("type") == "directory" else "file"
+    return out
+
+
+def listed(items: list[str], limit: int = 10) -> str:
+    """At most `limit` items joined for a message, with how many more were left out."""
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def read_tiff(fs: AbstractFileSystem, path: str) -> np.ndarray:
+    """Read one 2-D TIFF plane; a missing, corrupt or truncated file raises PlateError naming it."""
+    where = display(fs, path)
+    try:
+        with fs.open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError as exc:
+        raise PlateError(f"image file not found: {where}") from exc
+    try:
+        array = tifffile.imread(io.BytesIO(data), key=0)
+    except Exception as exc:  # tifffile raises many types for damaged files
+        raise PlateError(
+            f"cannot read TIFF {where} ({len(data)} bytes): {exc}. The file is corrupt or "
+            "truncated; copy or export it again."
+        ) from exc
+    array = np.asarray(array)
+    if array.ndim != 2:
+        array = np.squeeze(array)
+    if array.ndim != 2:
+        raise PlateError(f"TIFF {where} holds an array of shape {array.shape}, not a 2-D plane")
+    return array
+
+
+def read_tiff_header(fs: AbstractFileSystem, path: str) -> TiffHeader:
+    """Shape, dtype and description of a TIFF's first page, reading only its header bytes."""
+    where = display(fs, path)
+    try:
+        with fs.open(path, "rb") as fh, tifffile.TiffFile(fh) as tif:
+            page = tif.pages.first
+            shape = tuple(int(n) for n in page.shape if n != 1) or (1, 1)
+            dtype = np.dtype(page.dtype).name
+            description = page.description or ""
+    except FileNotFoundError as exc:
+        raise PlateError(f"image file not found: {where}") from exc
+    except Exception as exc:
+        raise PlateError(f"cannot read the TIFF header of {where}: {exc}") from exc
+    if len(shape) == 1:
+        shape = (1, shape[0])
+    if len(shape) != 2:
+        raise PlateError(f"TIFF {where} has a first page of shape {shape}, not a 2-D plane")
+    return TiffHeader(shape=(shape[0], shape[1]), dtype=dtype, description=description)
+
+
+def read_plane(
+    url_or_fs: str | AbstractFileSystem,
+    ref: ImageRef,
+    storage_options: dict[str, Any] | None = None,
+) -> np.ndarray:
+    """Pixels of one plane of a layout; `url_or_fs` is the plate URL or its filesystem."""
+    fs = resolve(url_or_fs, storage_options)[0] if isinstance(url_or_fs, str) else url_or_fs
+    return read_tiff(fs, ref.path)
+
+
+def detect_format(fs: AbstractFileSystem, root: str) -> str:
+    """'imagexpress' if a .HTD file is present, 'phenix' if a Harmony index is; else PlateError."""
+    from prefect_hcs.formats.imagexpress import find_htd
+    from prefect_hcs.formats.phenix import find_index
+
+    if find_htd(fs, root) is not None:
+        return "imagexpress"
+    if find_index(fs, root) is not None:
+        return "phenix"
+    raise PlateError(
+        f"no plate metadata in {display(fs, root)}: expected an ImageXpress '<plate>.HTD' file "
+        "(in the folder or TimePoint_1/) or an Opera Phenix/Operetta 'Index.idx.xml'/'Index.xml' "
+        "(in the folder or Images/). Point the URL at the plate folder, or pass format=..."
+    )
+
+
+def open_plate(
+    url: str,
+    storage_options: dict[str, Any] | None = None,
+    format: str = "auto",
+) -> PlateLayout:
+    """Discover a plate's layout (no pixels read except one TIFF header) from its folder URL."""
+    from prefect_hcs.formats.imagexpress import open_imagexpress
+    from prefect_hcs.formats.phenix import open_phenix
+
+    if format not in FORMATS:
+        raise PlateError(
+            f"unknown plate format {format!r}: use one of {', '.join(FORMATS)} "
+            "(OMERO plates are opened by the omero storage layer)"
+        )
+    fs, root = resolve(url, storage_options)
+    if not fs.isdir(root):
+        raise PlateError(f"plate folder not found: {display(fs, root)} (from URL {url!r})")
+    kind = detect_format(fs, root) if format == "auto" else format
+    if kind == "imagexpress":
+        return open_imagexpress(url, storage_options, fs=fs)
+    return open_phenix(url, storage_options, fs=fs)
+
+
+def plate_sort_key(ref: ImageRef) -> tuple[int, int, int, int, int, int]:
+    """Stable plane order: well (row, column), site, timepoint, channel, z."""
+    row, col = split_well(ref.well)
+    return (row, col, ref.site, ref.timepoint, ref.channel, ref.z)
+
+
+def check_complete(where: str, images: list[ImageRef], hint: str = "") -> None:
+    """Every (well, site, channel, z, timepoint) of the axes found must have exactly one plane.
+
+    A hole would only surface as a crash deep inside a run (at well 217), so it is rejected here.
+    """
+    if not images:
+        raise PlateError(f"no images found in {where}{hint}")
+    seen: dict[tuple[str, int, int, int, int], str] = {}
+    duplicates: list[str] = []
+    for ref in images:
+        key = (ref.well, ref.site, ref.channel, ref.z, ref.timepoint)
+        if key in seen:
+            duplicates.append(f"{key}: {seen[key]} and {ref.path}")
+        seen[key] = ref.path
+    if duplicates:
+        shown = "; ".join(duplicates[:10])
+        more = f" and {len(duplicates) - 10} more" if len(duplicates) > 10 else ""
+        raise PlateError(
+            f"{len(duplicates)} planes of {where} are present more than once "
+            f"((well, site, channel, z, timepoint): files): {shown}{more}. Remove the extra files."
+        )
+    wells = sorted({r.well for r in images}, key=split_well)
+    axes = [sorted({getattr(r, a) for r in images}) for a in ("site", "channel", "z", "timepoint")]
+    missing = [combo for combo in itertools.product(wells, *axes) if combo not in seen]
+    if missing:
+        shown = ", ".join(f"({w}, {s}, {c}, {z}, {t})" for w, s, c, z, t in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        raise PlateError(
+            f"{len(missing)} planes missing in {where}: every well must have every site, channel, "
+            f"z-plane and timepoint found in the plate. Missing (well, site, channel, z, timepoint): "
+            f"{shown}{more}.{hint} Re-export the plate, or drop the incomplete wells."
+        )

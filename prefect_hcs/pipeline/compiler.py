@@ -1,0 +1,640 @@
+"""The compiler: (plate layout, config layers, pipeline) → a validated, frozen `PlatePlan`.
+
+Everything that can be decided before reading pixels is decided here, and every mistake that can
+be caught here is: unknown functions or kwargs, a mapping pattern naming channels the plate does
+not have, a step whose output nobody reads, a backend the plate source cannot take, an output
+location equal to (or inside) the input plate, an empty well selection. Errors name the step, the
+config field and the fix. The compiler is pure: no Prefect, no pixel I/O, safe to run anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+from typing import Any
+
+from pydantic import BaseModel
+
+from prefect_hcs.config.enums import Backend, TaskRunnerKind
+from prefect_hcs.config.resolver import ResolvedConfig, resolve
+from prefect_hcs.errors import UserFacingError
+from prefect_hcs.formats.layout import PlateLayout
+from prefect_hcs.pipeline.model import Pipeline, Step
+from prefect_hcs.pipeline.plan import (
+    InputPlane,
+    OutputPlan,
+    PlatePlan,
+    StepPlan,
+    fingerprint_of,
+)
+from prefect_hcs.pipeline.wells import WellFilterError, select_wells
+
+SECRET_KEYS = ("password", "passwd", "secret", "token", "key")
+_DIMS = ("timepoint", "channel", "z", "site")
+
+
+class CompileError(UserFacingError, ValueError):
+    """The run cannot be planned as configured. Lists every problem found, each with its fix."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(
+            "the plate run cannot be compiled:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+def _v(value: Any) -> Any:
+    return value.value if isinstance(value, Backend | TaskRunnerKind) else value
+
+
+def _join(base: str, *parts: str) -> str:
+    base = base.rstrip("/")
+    return "/".join([base, *[p.strip("/") for p in parts if p]])
+
+
+def _parent_and_name(url: str) -> tuple[str, str]:
+    url = url.rstrip("/")
+    if "://" in url:
+        proto, rest = url.split("://", 1)
+        parent, name = posixpath.split(rest)
+        return (f"{proto}://{parent}" if parent else f"{proto}://"), name
+    parent, name = posixpath.split(url)
+    return parent or ".", name
+
+
+def _normal(url: str) -> str:
+    url = url.rstrip("/")
+    if url.startswith("file://"):
+        url = url[len("file://") :]
+    if "://" not in url:
+        url = posixpath.normpath(posixpath.abspath(url))
+    return url
+
+
+def _plate_number(layout: PlateLayout) -> str:
+    return layout.plate_id.removeprefix("plate_")
+
+
+class _Context:
+    """Mutable state of one compilation (collects every problem before raising)."""
+
+    def __init__(self, layout: PlateLayout, pipeline: Pipeline):
+        self.layout = layout
+        self.pipeline = pipeline
+        self.problems: list[str] = []
+        self.warnings: list[str] = list(layout.warnings)
+
+    def error(self, message: str) -> None:
+        self.problems.append(message)
+
+
+def _check_storage_options(ctx: _Context, storage_options: dict[str, Any]) -> None:
+    for key in storage_options:
+        if any(s in key.lower() for s in SECRET_KEYS):
+            ctx.error(
+                f"storage option {key!r} looks like a secret; plans are published as artifacts. "
+                "Put credentials in a Block (e.g. OmeroCredentials) and pass its name "
+                "(credentials_block=...) instead"
+            )
+
+
+def _function_specs(ctx: _Context, step: Step, index: int) -> dict[str | None, list[Any]]:
+    from prefect_hcs.processing.registry import (
+        InvalidKwargsError,
+        UnknownFunctionError,
+        get_function,
+        validate_kwargs,
+    )
+
+    specs: dict[str | None, list[Any]] = {}
+    for group, chain in step.chains().items():
+        specs[group] = []
+        for call in chain:
+            where = f"step {index} {step.name!r}"
+            try:
+                spec = get_function(call.name)
+            except UnknownFunctionError as exc:
+                ctx.error(f"{where}: {exc}")
+                continue
+            try:
+                validate_kwargs(call.name, dict(call.kwargs))
+            except (InvalidKwargsError, ValueError) as exc:
+                ctx.error(f"{where}: {exc}")
+            specs[group].append(spec)
+    return specs
+
+
+def _step_shapes(
+    ctx: _Context,
+    step: Step,
+    index: int,
+    specs: dict[str | None, list[Any]],
+    sizes: dict[str, int],
+) -> tuple[tuple[str, ...], dict[str, int]]:
+    """Validate components and return (variable components, sizes after the step)."""
+    where = f"step {index} {step.name!r}"
+    first = next((s[0] for s in specs.values() if s), None)
+    vc = tuple(step.variable_components or (first.variable_components if first else ("site",)))
+    if step.group_by and step.group_by in vc:
+        ctx.error(
+            f"{where}: group_by {step.group_by!r} is also a variable component; "
+            "choose one (the function sees the stacked components, group_by picks the function)"
+        )
+    if step.group_by and isinstance(step.func, dict):
+        valid = _component_values(ctx.layout, step.group_by, sizes)
+        unknown = sorted(set(step.func) - set(valid))
+        if unknown:
+            ctx.error(
+                f"{where}: function mapping keys {unknown} are not values of "
+                f"{step.group_by!r} on this plate (values: {', '.join(valid)})"
+            )
+    after: dict[str | None, dict[str, int]] = {}
+    for group, chain in specs.items():
+        current = dict(sizes)
+        for spec in chain:
+            for meta in spec.metadata_inputs:
+                if meta == "grid":
+                    grid = ctx.layout.grid
+                    if grid is None:
+                        ctx.error(
+                            f"{where}: {spec.name} needs the site grid, which the plate lacks"
+                        )
+                    elif current["site"] != grid[0] * grid[1]:
+                        ctx.error(
+                            f"{where}: {spec.name} needs {grid[0]}x{grid[1]} sites per well, "
+                            f"but {current['site']} reach this step (already stitched?)"
+                        )
+                if meta == "overlap" and ctx.layout.tile_overlap is None:
+                    ctx.error(f"{where}: {spec.name} needs the tile overlap, which the plate lacks")
+            for comp in sorted(spec.reduced_components(vc)):
+                if comp not in vc:
+                    ctx.error(
+                        f"{where}: {spec.name} combines the {comp!r} axis, so {comp!r} must be "
+                        f"one of the step's variable_components (got {list(vc)})"
+                    )
+                current[comp] = 1
+        after[group] = current
+    shapes = {tuple(sorted(s.items())) for s in after.values()}
+    if isinstance(step.func, dict) and step.group_by:
+        n_groups = len(_component_values(ctx.layout, step.group_by, sizes))
+        if len(step.func) < n_groups:
+            shapes.add(tuple(sorted(sizes.items())))  # pass-through groups keep their shape
+    if len(shapes) > 1:
+        ctx.error(
+            f"{where}: the functions of this mapping change the stack's shape differently "
+            "(every group, including unmapped pass-through groups, must end with the same shape)"
+        )
+    return vc, next(iter(after.values())) if after else dict(sizes)
+
+
+def _stitched_bound(
+    kwargs: dict[str, Any], layout: PlateLayout, yx: tuple[int, int]
+) -> tuple[int, int]:
+    """Upper bound of a stitched canvas: nominal grid extent plus the maximal stage shifts."""
+    rows, cols = layout.grid or (1, 1)
+    overlap = layout.tile_overlap or 0.0
+    shift = int(kwargs.get("max_shift", 20))
+    out = []
+    for n, size in ((rows, yx[0]), (cols, yx[1])):
+        step = size - round(size * overlap)
+        out.append((n - 1) * step + size + 2 * shift * (n - 1))
+    return out[0], out[1]
+
+
+#: Functions that change the (y, x) size, with an upper bound of their output size.
+_YX_BOUNDS = {"stitch_tiles": _stitched_bound}
+
+
+def _component_values(layout: PlateLayout, comp: str, sizes: dict[str, int]) -> list[str]:
+    values = {
+        "site": layout.sites,
+        "channel": layout.channels,
+        "z": layout.z_planes,
+        "timepoint": layout.timepoints,
+    }[comp]
+    return [str(v) for v in values][: sizes[comp]]
+
+
+def _chunks(wells: tuple[str, ...], n_steps: int, max_task_runs: int, workers: int) -> tuple:
+    """Split wells into contiguous chunks so steps × chunks + 2 stays within max_task_runs."""
+    budget = max(1, (max_task_runs - 2) // max(1, n_steps))
+    n = max(1, min(len(wells), budget))
+    size = math.ceil(len(wells) / n)
+    n = math.ceil(len(wells) / size)
+    return tuple(tuple(wells[i * size : (i + 1) * size]) for i in range(n))
+
+
+def _config_subset(resolved: ResolvedConfig, prefixes: tuple[str, ...]) -> dict[str, Any]:
+    data = resolved.to_json()
+    return {k: v for k, v in data.items() if k.startswith(prefixes)}
+
+
+def _output_root(
+    layout: PlateLayout, resolved: ResolvedConfig, section: str
+) -> tuple[str, str, str]:
+    """(root URL, root backend, reason) from a path-planning-shaped section."""
+    gof = resolved.value(f"{section}.global_output_folder")
+    suffix = resolved.value(f"{section}.output_dir_suffix")
+    if gof:
+        root = _join(gof, f"{layout.plate_id}{suffix}")
+        backend = "omero" if str(gof).startswith("omero://") else "disk"
+        return root, backend, f"{section}.global_output_folder is set"
+    if layout.format == "omero":
+        return (
+            f"omero://plate_{_plate_number(layout)}/outputs",
+            "omero",
+            "OMERO plate and no global_output_folder: outputs are annotations on the plate",
+        )
+    parent, name = _parent_and_name(layout.url)
+    return _join(parent, f"{name}{suffix}"), "disk", "next to the plate (no global_output_folder)"
+
+
+def _materialized_backend(
+    ctx: _Context, where: str, requested: str, mat_root_backend: str, has_folder: bool
+) -> tuple[str, str]:
+    plate_is_omero = ctx.layout.format == "omero"
+    if requested == "auto":
+        if mat_root_backend == "omero":
+            return "omero", "auto: OMERO plate without global_output_folder → omero annotations"
+        return "disk", "auto: files on the output filesystem"
+    if requested == "omero":
+        if not plate_is_omero:
+            ctx.error(
+                f"{where}: vfs_config.materialization_backend is 'omero' but the plate is a "
+                f"{ctx.layout.format} plate, not an OMERO plate; use 'disk', 'zarr' or 'auto'"
+            )
+        return "omero", "vfs_config.materialization_backend = omero (explicit)"
+    if requested == "zarr" and mat_root_backend == "omero":
+        ctx.error(
+            f"{where}: vfs_config.materialization_backend is 'zarr' for an OMERO plate without "
+            "a global_output_folder: Zarr chunks would each become a FileAnnotation, which does "
+            "not scale. Set path_planning_config.global_output_folder to a filesystem URL, or "
+            "use 'omero'/'auto'"
+        )
+    if requested == "disk" and mat_root_backend == "omero":
+        ctx.error(
+            f"{where}: vfs_config.materialization_backend is 'disk' but the output location is "
+            "the OMERO plate itself (virtual paths cannot hold files). Set "
+            "path_planning_config.global_output_folder to a local/object-storage URL, or use "
+            "'omero'/'auto'"
+        )
+    return requested, f"vfs_config.materialization_backend = {requested} (explicit)"
+
+
+def compile_plate(
+    layout: PlateLayout,
+    pipeline: Pipeline,
+    *,
+    global_layer: BaseModel | None = None,
+    pipeline_layer: BaseModel | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> PlatePlan:
+    """Plan every (well, step) of a plate run, or raise `CompileError` listing every problem."""
+    storage_options = dict(storage_options or {})
+    ctx = _Context(layout, pipeline)
+    _check_storage_options(ctx, storage_options)
+    steps = [s for s in pipeline.steps if s.enabled]
+    if not steps:
+        raise CompileError(["every step of the pipeline is disabled"])
+
+    base = resolve(global_layer, pipeline_layer)
+    per_step = [resolve(global_layer, pipeline_layer, s.config) for s in steps]
+
+    # wells ------------------------------------------------------------------------------------
+    try:
+        wells = select_wells(
+            layout.wells,
+            base.value("well_filter_config.well_filter"),
+            _v(base.value("well_filter_config.well_filter_mode")),
+        )
+    except WellFilterError as exc:
+        raise CompileError([f"well_filter_config.well_filter: {exc}"]) from None
+    if not wells:
+        src = base.source("well_filter_config.well_filter").describe()
+        ctx.error(
+            f"the well selection is empty: well_filter_config.well_filter = "
+            f"{base.value('well_filter_config.well_filter')!r} ({src}) matches none of the "
+            f"plate's wells ({', '.join(layout.wells[:12])}{'…' if len(layout.wells) > 12 else ''})"
+        )
+
+    # execution --------------------------------------------------------------------------------
+    runner = _v(base.value("execution_config.task_runner"))
+    workers = int(base.value("num_workers"))
+
+    # outputs ----------------------------------------------------------------------------------
+    root, root_backend, root_reason = _output_root(layout, base, "path_planning_config")
+    if root_backend == "disk":
+        plate_norm, root_norm = _normal(layout.url), _normal(root)
+        if root_norm == plate_norm or root_norm.startswith(plate_norm + "/"):
+            ctx.error(
+                f"the output location {root} is the input plate (or inside it): set "
+                "path_planning_config.output_dir_suffix to a non-empty suffix or "
+                "global_output_folder to another folder"
+            )
+    image_backend = "zarr" if root_backend == "disk" else "omero"
+    zarr_url = _join(root, f"{layout.plate_id}.ome.zarr") if image_backend == "zarr" else None
+
+    # intermediates ----------------------------------------------------------------------------
+    requested_inter = _v(base.value("vfs_config.intermediate_backend"))
+    if requested_inter == "auto":
+        in_memory = runner == "threads"
+    elif requested_inter == "memory":
+        in_memory = True
+        if runner != "threads":
+            ctx.error(
+                "vfs_config.intermediate_backend is 'memory' but execution_config.task_runner is "
+                f"{runner!r}: tasks may run in separate processes and would not see each other's "
+                "memory. Use 'auto' or 'disk'"
+            )
+    elif requested_inter == "disk":
+        in_memory = False
+    else:
+        in_memory = False
+        ctx.error(
+            f"vfs_config.intermediate_backend {requested_inter!r} is not supported for "
+            "intermediates; use auto, memory or disk"
+        )
+    if not in_memory and root_backend == "omero":
+        ctx.error(
+            "intermediates cannot go through OMERO annotations (one per well and step); set "
+            "path_planning_config.global_output_folder, or use the threads task runner"
+        )
+    inter_backend = "memory" if in_memory else "disk"
+    source_fp = fingerprint_of(
+        {
+            "plate": layout.plate_id,
+            "url": layout.url,
+            "images": [r.model_dump() for r in layout.images],
+        }
+    )
+    inter_root = (
+        f"memory://prefect-hcs/{source_fp[:16]}" if in_memory else _join(root, ".intermediate")
+    )
+
+    # steps ------------------------------------------------------------------------------------
+    source_backend = "omero" if layout.format == "omero" else "disk"
+    sizes0 = {
+        "timepoint": len(layout.timepoints),
+        "channel": len(layout.channels),
+        "z": len(layout.z_planes),
+        "site": len(layout.sites),
+    }
+    sizes = dict(sizes0)
+    yx: tuple[int, int] = tuple(layout.image_shape)  # type: ignore[assignment]
+    metadata = {
+        "grid": list(layout.grid) if layout.grid else None,
+        "overlap": layout.tile_overlap,
+        "pixel_size_um": layout.pixel_size_um,
+        "channel_names": {str(k): v for k, v in layout.channel_names.items()},
+    }
+    step_info: list[dict[str, Any]] = []
+    for i, (step, resolved) in enumerate(zip(steps, per_step, strict=True)):
+        where = f"step {i} {step.name!r}"
+        specs = _function_specs(ctx, step, i)
+        if step.input_source == "pipeline_start":
+            sizes = dict(sizes0)
+            yx = tuple(layout.image_shape)  # type: ignore[assignment]
+        vc, sizes_after = _step_shapes(ctx, step, i, specs, sizes)
+        reads_source = i == 0 or step.input_source == "pipeline_start"
+        requested_read = _v(resolved.value("vfs_config.read_backend"))
+        if reads_source:
+            if requested_read not in ("auto", source_backend):
+                ctx.error(
+                    f"{where}: vfs_config.read_backend is {requested_read!r} but this "
+                    f"{layout.format} plate can only be read with {source_backend!r} (or 'auto')"
+                )
+            read_backend = source_backend
+            read_reason = f"reads the {layout.format} plate ({'auto' if requested_read == 'auto' else 'explicit'})"
+        else:
+            read_backend = inter_backend
+            read_reason = f"reads step {i - 1}'s intermediate ({inter_backend})"
+        mat_enabled = bool(resolved.value("step_materialization_config.enabled"))
+        mat_root, mat_root_backend, _ = _output_root(
+            layout, resolved, "step_materialization_config"
+        )
+        requested_mat = _v(resolved.value("vfs_config.materialization_backend"))
+        has_folder = bool(resolved.value("step_materialization_config.global_output_folder"))
+        mat_backend, mat_reason = _materialized_backend(
+            ctx, where, requested_mat, mat_root_backend, has_folder
+        )
+        if mat_backend == "omero" and mat_root_backend != "omero":
+            mat_root = f"omero://plate_{_plate_number(layout)}/outputs"
+        try:
+            mat_wells = set(
+                select_wells(
+                    wells,
+                    resolved.value("step_materialization_config.well_filter"),
+                    _v(resolved.value("step_materialization_config.well_filter_mode")),
+                )
+            )
+            step_wells = set(
+                select_wells(
+                    wells,
+                    resolved.value("step_well_filter_config.well_filter"),
+                    _v(resolved.value("step_well_filter_config.well_filter_mode")),
+                )
+            )
+        except WellFilterError as exc:
+            ctx.error(f"{where}: {exc}")
+            mat_wells, step_wells = set(), set(wells)
+        special = sorted({o for chain in specs.values() for s in chain for o in s.special_outputs})
+        step_info.append(
+            dict(
+                step=step,
+                resolved=resolved,
+                vc=vc,
+                reads_source=reads_source,
+                read_backend=read_backend,
+                read_reason=read_reason,
+                mat_enabled=mat_enabled,
+                mat_root=mat_root,
+                mat_backend=mat_backend,
+                mat_reason=mat_reason,
+                mat_sub=resolved.value("step_materialization_config.sub_dir"),
+                mat_wells=mat_wells,
+                step_wells=step_wells,
+                special=special,
+            )
+        )
+        sizes = sizes_after
+        for chain in step.chains().values():
+            for call in chain:
+                if call.name in _YX_BOUNDS:
+                    yx = _YX_BOUNDS[call.name](dict(call.kwargs), layout, yx)
+
+    # a step whose output nobody reads is a disconnected pipeline
+    for i in range(len(steps) - 1):
+        nxt = steps[i + 1]
+        info = step_info[i]
+        if nxt.input_source == "pipeline_start" and not info["mat_enabled"] and not info["special"]:
+            ctx.error(
+                f"step {i} {steps[i].name!r}: its output is never used (step {i + 1} "
+                f"{nxt.name!r} reads from the pipeline start). Enable "
+                "step_materialization_config for it, or remove it"
+            )
+
+    if ctx.problems:
+        raise CompileError(ctx.problems)
+
+    channel_names = tuple(
+        layout.channel_names.get(c, f"ch{c}") for c in layout.channels[: sizes["channel"]]
+    )
+    table_urls: dict[str, str] = {}
+    for info in step_info:
+        for name in info["special"]:
+            table_urls[f"{info['step'].name}.{name}"] = _join(
+                root, f"{info['step'].name}_{name}.csv"
+            )
+    output = OutputPlan(
+        root=root,
+        root_backend=root_backend,
+        image_backend=image_backend,
+        zarr_url=zarr_url,
+        storage_options=storage_options,
+        tables=table_urls,
+        fields_per_well=sizes["site"],
+        field_shape=yx,
+        channel_names=channel_names,
+        pixel_size_um=layout.pixel_size_um,
+        zarr={
+            "compressor": _v(base.value("zarr_config.compressor")),
+            "compression_level": base.value("zarr_config.compression_level"),
+            "chunk_size": base.value("zarr_config.chunk_size"),
+        },
+        source_fingerprint=source_fp,
+    )
+
+    plans: list[StepPlan] = []
+    for well in wells:
+        planes = tuple(
+            InputPlane(
+                site=r.site,
+                channel=r.channel,
+                z=r.z,
+                timepoint=r.timepoint,
+                url=r.path if "://" in r.path else _source_url(layout, r.path),
+            )
+            for r in layout.images_for_well(well)
+        )
+        for i, info in enumerate(step_info):
+            step: Step = info["step"]
+            last = i == len(steps) - 1
+            if last:
+                write_backend = image_backend
+                if image_backend == "zarr":
+                    out_dir = _join(zarr_url or "", *_zarr_well_path(well))
+                    out_url = out_dir
+                else:
+                    out_dir = f"omero://plate_{_plate_number(layout)}/{well}/outputs/images"
+                    out_url = _join(out_dir, f"{well}.tif")
+                write_reason = f"final output: {image_backend} ({root_reason})"
+            else:
+                write_backend = inter_backend
+                out_dir = _join(inter_root, well)
+                out_url = _join(out_dir, f"{i:02d}_{step.name}.npy")
+                write_reason = (
+                    "intermediate in memory: tasks share one process (threads)"
+                    if in_memory
+                    else f"intermediate on disk: task runner {runner!r} may use other processes"
+                )
+            mat_dir = mat_url = None
+            if info["mat_enabled"] and well in info["mat_wells"]:
+                if info["mat_backend"] == "omero":
+                    mat_dir = (
+                        f"omero://plate_{_plate_number(layout)}/{well}/outputs/"
+                        f"{info['mat_sub']}/{step.name}"
+                    )
+                    mat_url = _join(mat_dir, f"{well}.tif")
+                elif info["mat_backend"] == "zarr":
+                    mat_dir = _join(info["mat_root"], info["mat_sub"], f"{step.name}.zarr")
+                    mat_url = _join(mat_dir, well)
+                else:
+                    mat_dir = _join(info["mat_root"], info["mat_sub"], step.name)
+                    mat_url = _join(
+                        mat_dir, f"{well}.{'npy' if info['mat_backend'] == 'memory' else 'tif'}"
+                    )
+            special_urls = {}
+            for name in info["special"]:
+                if root_backend == "omero":
+                    special_urls[name] = (
+                        f"omero://plate_{_plate_number(layout)}/{well}/outputs/tables/"
+                        f"{step.name}_{name}.csv"
+                    )
+                else:
+                    special_urls[name] = _join(root, "tables", step.name, f"{well}_{name}.csv")
+            prev_out = None if info["reads_source"] else plans[-1].output_url
+            plan = StepPlan(
+                plate_id=layout.plate_id,
+                well=well,
+                step_index=i,
+                step_name=step.name,
+                function=step.func,
+                variable_components=info["vc"],
+                group_by=step.group_by,
+                input_source=step.input_source,
+                applies=well in info["step_wells"],
+                metadata=metadata,
+                read_backend=info["read_backend"],
+                read_from=prev_out,
+                source_planes=planes if info["reads_source"] else (),
+                write_backend=write_backend,
+                output_dir=out_dir,
+                output_url=out_url,
+                materialized_backend=info["mat_backend"],
+                materialized_output_dir=mat_dir,
+                materialized_url=mat_url,
+                special_outputs=special_urls,
+                is_last=last,
+                config=_config_subset(
+                    info["resolved"],
+                    ("vfs_config", "step_materialization_config", "step_well_filter_config")
+                    + (("zarr_config",) if last else ()),
+                ),
+                backend_reasons={
+                    "read_backend": info["read_reason"],
+                    "write_backend": write_reason,
+                    "materialized_backend": info["mat_reason"],
+                },
+            ).with_fingerprint()
+            plans.append(plan)
+
+    chunks = _chunks(wells, len(steps), int(base.value("execution_config.max_task_runs")), workers)
+    plate_plan = PlatePlan(
+        plate_id=layout.plate_id,
+        plate_url=layout.url,
+        plate_format=layout.format,
+        storage_options=storage_options,
+        pipeline_name=pipeline.name,
+        pipeline=pipeline.to_data(),
+        wells=wells,
+        steps=tuple(s.name for s in steps),
+        chunks=chunks,
+        intermediates_in_memory=in_memory,
+        task_runner=runner,
+        num_workers=workers,
+        retries=int(base.value("execution_config.retries")),
+        retry_delay_seconds=float(base.value("execution_config.retry_delay_seconds")),
+        output=output,
+        resolved_config={s.name: r.to_json() for s, r in zip(steps, per_step, strict=True)},
+        step_plans=tuple(plans),
+        warnings=tuple(ctx.warnings),
+    )
+    content = plate_plan.model_dump(mode="json", exclude={"fingerprint", "step_plans"})
+    content["step_fingerprints"] = [p.fingerprint for p in plans]
+    return plate_plan.model_copy(update={"fingerprint": fingerprint_of(content)})
+
+
+def _source_url(layout: PlateLayout, path: str) -> str:
+    """Full URL of a plane path found by a handler (handlers return protocol-less paths)."""
+    if "://" in layout.url:
+        proto = layout.url.split("://", 1)[0]
+        return f"{proto}://{path.lstrip('/')}" if proto != "file" else path
+    return path
+
+
+def _zarr_well_path(well: str) -> tuple[str, str]:
+    from prefect_hcs.formats.layout import split_well
+
+    row, col = split_well(well)
+    letters = well.rstrip("0123456789")
+    return letters, str(col + 1)

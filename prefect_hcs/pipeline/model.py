@@ -1,0 +1,218 @@
+"""Pipelines and steps as data: writable in Python, YAML or JSON with registered function names.
+
+A step's function pattern is one of:
+
+* a function name: ``func: max_projection``
+* a function with kwargs: ``func: {name: tophat_background, kwargs: {radius: 15}}``
+* a chain (applied in order): ``func: [percentile_normalize, {name: tophat_background}]``
+* a mapping per value of ``group_by`` (e.g. per channel): ``func: {"1": count_nuclei}``;
+  groups without an entry pass through unchanged.
+
+Python callables are accepted when they are registered; the step stores the registered name, so a
+pipeline is always plain data that can cross a deployment boundary.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from prefect_hcs.config.layers import ConfigError, load_layer
+from prefect_hcs.errors import UserFacingError
+
+Component = Literal["site", "channel", "z", "timepoint"]
+InputSource = Literal["previous_step", "pipeline_start"]
+
+
+class PipelineError(UserFacingError, ValueError):
+    """A pipeline definition is invalid (shape, names, kwargs, connections)."""
+
+
+class FunctionCall(BaseModel):
+    """One registered function with its keyword arguments."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _coerce(cls, value: Any) -> Any:
+        if callable(value) and not isinstance(value, type):
+            return {"name": _registered_name(value)}
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, (tuple, list)) and len(value) == 2 and isinstance(value[1], dict):
+            head = value[0]
+            name = _registered_name(head) if callable(head) else head
+            return {"name": name, "kwargs": value[1]}
+        return value
+
+
+Chain = tuple[FunctionCall, ...]
+
+
+def _registered_name(func: Callable[..., Any]) -> str:
+    from prefect_hcs.processing.registry import list_functions
+
+    for spec in list_functions():
+        if spec.func is func:
+            return spec.name
+    name = getattr(func, "__name__", repr(func))
+    raise PipelineError(
+        f"function {name!r} is not registered; decorate it with "
+        f"@prefect_hcs.processing.register(...) so pipelines can refer to it by name"
+    )
+
+
+def _as_chain(value: Any) -> Chain:
+    if isinstance(value, FunctionCall):
+        return (value,)
+    if isinstance(value, list) or (isinstance(value, tuple) and not _is_pair(value)):
+        return tuple(FunctionCall.model_validate(v) for v in value)
+    return (FunctionCall.model_validate(value),)
+
+
+def _is_pair(value: Any) -> bool:
+    return (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and (isinstance(value[0], str) or callable(value[0]))
+        and isinstance(value[1], dict)
+    )
+
+
+class Step(BaseModel):
+    """One pipeline step: a function pattern applied to stacks of images of each well."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(default="", description="Unique within the pipeline; default: function name.")
+    func: Chain | dict[str, Chain] = Field(description="Function pattern (see module docs).")
+    variable_components: tuple[Component, ...] | None = Field(
+        default=None, description="Components stacked along the leading axes; default: function's."
+    )
+    group_by: Component | None = Field(
+        default=None, description="Component whose value selects the function of a mapping pattern."
+    )
+    input_source: InputSource = "previous_step"
+    enabled: bool = True
+    config: Any = Field(default=None, description="Step-layer config overrides (None = inherit).")
+
+    @field_validator("func", mode="before")
+    @classmethod
+    def _func(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "name" not in value:
+            if not value:
+                raise ValueError("an empty mapping pattern has no function")
+            return {str(k): _as_chain(v) for k, v in value.items()}
+        chain = _as_chain(value)
+        if not chain:
+            raise ValueError("a step needs at least one function")
+        return chain
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _config(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return load_layer(value, layer="step", origin="step config")
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Step:
+        if not self.name:
+            object.__setattr__(self, "name", self.function_names()[0])
+        if isinstance(self.func, dict) and self.group_by is None:
+            raise ValueError(
+                "a mapping pattern needs group_by (e.g. group_by: channel) to pick its entries"
+            )
+        return self
+
+    def chains(self) -> dict[str | None, Chain]:
+        """{group value or None: chain}."""
+        if isinstance(self.func, dict):
+            return dict(self.func)
+        return {None: self.func}
+
+    def function_names(self) -> list[str]:
+        return [call.name for chain in self.chains().values() for call in chain]
+
+
+class Pipeline(BaseModel):
+    """An ordered list of steps with a name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    description: str = ""
+    steps: tuple[Step, ...]
+
+    @model_validator(mode="after")
+    def _unique(self) -> Pipeline:
+        names = [s.name for s in self.steps]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"step names must be unique; repeated: {dupes} (set `name:`)")
+        if not self.steps:
+            raise ValueError("a pipeline needs at least one step")
+        return self
+
+    def to_data(self) -> dict[str, Any]:
+        """Plain JSON-able data (what a deployment parameter carries)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def pipeline_from_data(data: Any, origin: str = "pipeline") -> Pipeline:
+    if not isinstance(data, dict):
+        raise PipelineError(
+            f"{origin}: expected a mapping with `name` and `steps`, got {type(data).__name__}"
+        )
+    try:
+        return Pipeline.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  - {loc or '(top level)'}: {err['msg']}")
+        raise PipelineError(f"invalid pipeline ({origin}):\n" + "\n".join(lines)) from None
+
+
+def load_pipeline(ref: str | dict[str, Any] | Pipeline | None) -> Pipeline:
+    """A pipeline from: a built-in name ('demo'), a YAML/JSON file path, a YAML/JSON document
+    string, a mapping, or a Pipeline. None → the demo pipeline."""
+    from prefect_hcs.pipeline.builtin import BUILTIN_PIPELINES
+
+    if ref is None:
+        ref = "demo"
+    if isinstance(ref, Pipeline):
+        return ref
+    if isinstance(ref, dict):
+        return pipeline_from_data(ref)
+    if ref in BUILTIN_PIPELINES:
+        return BUILTIN_PIPELINES[ref]()
+    path = Path(ref)
+    if len(ref) < 4096 and "\n" not in ref and path.suffix.lower() in (".yaml", ".yml", ".json"):
+        if not path.is_file():
+            raise PipelineError(f"pipeline file not found: {ref}")
+        text, origin = path.read_text(), str(path)
+    elif ref.lstrip().startswith(("{", "name:", "steps:")) or "\n" in ref:
+        text, origin = ref, "pipeline document"
+    else:
+        raise PipelineError(
+            f"unknown pipeline {ref!r}: not a built-in ({', '.join(sorted(BUILTIN_PIPELINES))}), "
+            f"not a .yaml/.json file, not a YAML/JSON document"
+        )
+    try:
+        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise PipelineError(f"{origin}: not valid YAML/JSON: {exc}") from None
+    return pipeline_from_data(data, origin)

@@ -1,0 +1,169 @@
+"""The frozen plans the compiler produces and tasks execute. Plain data, fingerprinted.
+
+A `StepPlan` says everything a task needs for one well and one step: where to read, what to run,
+where to write, with which backends and why. Tasks never consult configs or the environment to
+decide a backend or a path; the same inputs give the same plans and fingerprints on any machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from prefect_hcs.pipeline.model import Chain, Component, InputSource
+
+
+def fingerprint_of(data: Any) -> str:
+    """Stable SHA-256 of JSON-able data (sorted keys, no whitespace)."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class InputPlane(Frozen):
+    """One source plane for a well: coordinates + the URL to read it from."""
+
+    site: int
+    channel: int
+    z: int
+    timepoint: int
+    url: str
+
+
+class StepPlan(Frozen):
+    """One step for one well, fully resolved."""
+
+    plate_id: str
+    well: str
+    step_index: int
+    step_name: str
+    function: Chain | dict[str, Chain]
+    variable_components: tuple[Component, ...]
+    group_by: Component | None
+    input_source: InputSource
+    applies: bool = Field(description="False when the step's well filter excludes this well.")
+    metadata: dict[str, Any] = Field(description="Plate metadata injected into functions.")
+    read_backend: str
+    read_from: str | None = Field(description="Intermediate URL to read (None: source planes).")
+    source_planes: tuple[InputPlane, ...] = ()
+    write_backend: str
+    output_dir: str
+    output_url: str = Field(description="Where this step's output for this well goes.")
+    materialized_backend: str
+    materialized_output_dir: str | None
+    materialized_url: str | None
+    special_outputs: dict[str, str] = Field(default_factory=dict)
+    is_last: bool
+    config: dict[str, Any] = Field(description="Resolved config values used, with their source.")
+    backend_reasons: dict[str, str]
+    fingerprint: str = ""
+
+    def content(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"fingerprint"})
+
+    def with_fingerprint(self) -> StepPlan:
+        return self.model_copy(update={"fingerprint": fingerprint_of(self.content())})
+
+    def summary(self) -> dict[str, Any]:
+        """The keys `prefect-hcs plan --json` promises, plus a few useful ones."""
+        return {
+            "well": self.well,
+            "step": self.step_name,
+            "step_index": self.step_index,
+            "applies": self.applies,
+            "read_backend": self.read_backend,
+            "write_backend": self.write_backend,
+            "materialized_backend": self.materialized_backend,
+            "output_dir": self.output_dir,
+            "materialized_output_dir": self.materialized_output_dir,
+            "special_outputs": self.special_outputs,
+            "backend_reasons": self.backend_reasons,
+            "fingerprint": self.fingerprint,
+        }
+
+
+class OutputPlan(Frozen):
+    """Where the run's durable outputs go."""
+
+    root: str
+    root_backend: str = Field(description="disk (any fsspec filesystem) or omero.")
+    image_backend: str = Field(description="zarr (OME-Zarr plate) or omero (TIFF annotations).")
+    zarr_url: str | None
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    tables: dict[str, str] = Field(description="{table name: URL of the plate-level CSV}.")
+    fields_per_well: int
+    field_shape: tuple[int, int] = Field(
+        description="(y, x) of every output field; wells are padded to it so viewers can tile."
+    )
+    channel_names: tuple[str, ...]
+    pixel_size_um: float | None
+    zarr: dict[str, Any]
+    source_fingerprint: str
+
+
+class PlatePlan(Frozen):
+    """Every step plan of a plate run, the chunking of wells into tasks, and the outputs."""
+
+    plate_id: str
+    plate_url: str
+    plate_format: str
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    pipeline_name: str
+    pipeline: dict[str, Any]
+    wells: tuple[str, ...]
+    steps: tuple[str, ...]
+    chunks: tuple[tuple[str, ...], ...]
+    intermediates_in_memory: bool
+    task_runner: str
+    num_workers: int
+    retries: int
+    retry_delay_seconds: float
+    output: OutputPlan
+    resolved_config: dict[str, dict[str, Any]] = Field(
+        description="{step name: resolved config JSON with sources}."
+    )
+    step_plans: tuple[StepPlan, ...]
+    warnings: tuple[str, ...] = ()
+    fingerprint: str = ""
+
+    def plans_for(self, well: str) -> list[StepPlan]:
+        return [p for p in self.step_plans if p.well == well]
+
+    def plan(self, well: str, step_index: int) -> StepPlan:
+        for p in self.step_plans:
+            if p.well == well and p.step_index == step_index:
+                return p
+        raise KeyError((well, step_index))
+
+    @property
+    def task_count(self) -> int:
+        """Task runs of one plate run: steps × chunks, plus prepare and finalize."""
+        return len(self.steps) * len(self.chunks) + 2
+
+    def fingerprints(self) -> dict[str, str]:
+        """{"<well>/<step>": fingerprint}: what workers publish and `plan` prints."""
+        return {f"{p.well}/{p.step_name}": p.fingerprint for p in self.step_plans}
+
+    def summary_json(self) -> dict[str, Any]:
+        return {
+            "plate_id": self.plate_id,
+            "plate_url": self.plate_url,
+            "plate_format": self.plate_format,
+            "pipeline": self.pipeline_name,
+            "fingerprint": self.fingerprint,
+            "wells": list(self.wells),
+            "steps": list(self.steps),
+            "chunks": [list(c) for c in self.chunks],
+            "task_runs": self.task_count,
+            "intermediates_in_memory": self.intermediates_in_memory,
+            "output": self.output.model_dump(mode="json"),
+            "warnings": list(self.warnings),
+            "resolved_config": self.resolved_config,
+            "step_plans": [p.summary() for p in self.step_plans],
+        }

@@ -1,0 +1,33 @@
+"""From flow parameters (URLs, names) to a compiled `PlatePlan`: the same code on every side.
+
+The CLI's `plan` command and the flow (local, served or on a remote worker) both call
+`compile_from_parameters`, so the same inputs give the same plan fingerprints everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect_hcs.blocks.sources import load_layer_source
+from prefect_hcs.formats.sources import discover_plate
+from prefect_hcs.pipeline.compiler import compile_plate
+from prefect_hcs.pipeline.model import load_pipeline
+from prefect_hcs.pipeline.plan import PlatePlan
+
+
+def compile_from_parameters(
+    plate: str,
+    pipeline: Any = "demo",
+    global_config: str | None = None,
+    pipeline_config: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> PlatePlan:
+    import prefect_hcs.processing  # noqa: F401 - registers the built-in functions
+
+    g = load_layer_source(global_config, "global")
+    p = load_layer_source(pipeline_config, "pipeline")
+    pipe = load_pipeline(pipeline)
+    layout = discover_plate(plate, storage_options)
+    return compile_plate(
+        layout, pipe, global_layer=g, pipeline_layer=p, storage_options=storage_options
+    )

@@ -1,0 +1,270 @@
+"""The `process-plate` flow: compile every step plan first, then run steps as Prefect tasks.
+
+One task runs one step over one chunk of wells (chunks are sized at compile time so a plate run
+stays within `execution_config.max_task_runs`). Tasks receive their frozen plans and pass URLs,
+not arrays. The flow keeps at most `num_workers` tasks in flight and starts a chunk's next step as
+soon as its previous step finishes, so memory stays bounded and both cores stay busy.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+
+from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan
+from prefect_hcs.runtime import progress
+from prefect_hcs.runtime import worker as hw
+from prefect_hcs.runtime.compile import compile_from_parameters
+
+_TRANSIENT = (TimeoutError, ConnectionError)
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """Worth retrying: I/O timeouts, dropped connections, anything marked `transient = True`."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, _TRANSIENT) or getattr(exc, "transient", False):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def _retry_transient_only(task_obj: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result(raise_on_failure=True)
+    except BaseException as exc:  # noqa: BLE001 - classify whatever the task raised
+        return is_transient(exc)
+    return False
+
+
+def _slug(text: str) -> str:
+    out = "".join(c.lower() if c.isalnum() else "-" for c in text)
+    return "-".join(p for p in out.split("-") if p)[:60] or "plate"
+
+
+def _wells_label(wells: tuple[str, ...] | list[str]) -> str:
+    return wells[0] if len(wells) == 1 else f"{wells[0]}–{wells[-1]} ({len(wells)} wells)"
+
+
+@task(name="compile-plan", cache_policy=NO_CACHE)
+def compile_plan_task(
+    plate: str,
+    pipeline: Any,
+    global_config: str | None,
+    pipeline_config: str | None,
+    storage_options: dict[str, Any] | None,
+) -> PlatePlan:
+    """Discover the plate and compile every (well, step) plan; fails before any pixel is read."""
+    return compile_from_parameters(plate, pipeline, global_config, pipeline_config, storage_options)
+
+
+@task(name="prepare-outputs", cache_policy=NO_CACHE)
+def prepare_outputs_task(
+    output: OutputPlan, plate_id: str, wells: tuple[str, ...], overwrite: bool
+) -> None:
+    """Write the OME-Zarr plate and well metadata once, before the per-well fan-out."""
+    hw.prepare_outputs(output, plate_id, wells, overwrite)
+
+
+@task(name="run-step", cache_policy=NO_CACHE)
+def run_step_task(
+    plans: list[StepPlan], output: OutputPlan, storage_options: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Execute one step for a chunk of wells, exactly as the plans say."""
+    logger = get_run_logger()
+    results = []
+    start = time.perf_counter()
+    for plan in plans:
+        r = hw.run_well_step(plan, output, storage_options)
+        results.append({"well": r.well, "step": r.step, "seconds": r.seconds, "tables": r.tables})
+    logger.info(
+        "%s: %d well(s) in %.2f s", plans[0].step_name, len(plans), time.perf_counter() - start
+    )
+    return results
+
+
+@task(name="finalize-outputs", cache_policy=NO_CACHE)
+def finalize_outputs_task(
+    output: OutputPlan,
+    plans: list[StepPlan],
+    storage_options: dict[str, Any],
+    summary: dict[str, Any],
+) -> dict[str, str]:
+    """Merge per-well tables into plate tables and mark the output plate complete."""
+    return hw.finalize_outputs(output, plans, storage_options, summary)
+
+
+def _publish_plan(plan: PlatePlan) -> None:
+    rows = []
+    first = {p.step_index: p for p in plan.step_plans if p.well == plan.wells[0]}
+    for idx, name in enumerate(plan.steps):
+        p = first[idx]
+        rows.append(
+            {
+                "step": name,
+                "function": _function_label(p),
+                "variable_components": ", ".join(p.variable_components),
+                "read": p.read_backend,
+                "write": p.write_backend,
+                "materialized": p.materialized_backend,
+                "checkpoints": p.materialized_output_dir or "",
+                "why": p.backend_reasons["materialized_backend"],
+            }
+        )
+    key = _slug(f"plan-{plan.plate_id}")
+    create_table_artifact(rows, key=key, description=f"Compiled plan of {plan.plate_id}")
+    create_markdown_artifact(
+        _plan_markdown(plan),
+        key=_slug(f"plan-fingerprints-{plan.plate_id}"),
+        description="Plan fingerprints (identical wherever the same inputs are compiled)",
+    )
+
+
+def _function_label(plan: StepPlan) -> str:
+    if isinstance(plan.function, dict):
+        return "; ".join(
+            f"{k}: " + " → ".join(c.name for c in chain) for k, chain in plan.function.items()
+        )
+    return " → ".join(c.name for c in plan.function)
+
+
+def _plan_markdown(plan: PlatePlan) -> str:
+    lines = [
+        f"# Plan of `{plan.plate_id}`",
+        "",
+        f"- plan fingerprint: `{plan.fingerprint}`",
+        f"- pipeline: `{plan.pipeline_name}` · {len(plan.wells)} wells · {len(plan.steps)} steps "
+        f"· {len(plan.chunks)} chunks · {plan.task_count} task runs",
+        f"- output: `{plan.output.zarr_url or plan.output.root}`",
+        f"- intermediates in memory: {plan.intermediates_in_memory}",
+    ]
+    if len(plan.step_plans) <= 400:
+        lines += ["", "| well/step | fingerprint |", "|---|---|"]
+        lines += [f"| {k} | `{v[:16]}` |" for k, v in plan.fingerprints().items()]
+    return "\n".join(lines)
+
+
+def _flow_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    plate = str(flow_run.parameters.get("plate", "plate")).rstrip("/")
+    return f"plate-{plate.rsplit('/', 1)[-1]}"
+
+
+@flow(name="process-plate", flow_run_name=_flow_run_name, validate_parameters=True)
+def process_plate(
+    plate: str,
+    pipeline: str | dict[str, Any] | None = "demo",
+    global_config: str | None = None,
+    pipeline_config: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Process one plate: compile all plans, prepare outputs, run steps per chunk, finalize.
+
+    `global_config` and `pipeline_config` are Block names (or YAML file paths); `pipeline` is a
+    built-in name, a YAML/JSON document or a mapping; `storage_options` go to the plate's
+    filesystem and must not hold secrets (use a credentials Block name).
+    """
+    logger = get_run_logger()
+    started = time.perf_counter()
+    opts = dict(storage_options or {})
+    plan = compile_plan_task(plate, pipeline, global_config, pipeline_config, opts)
+    logger.info(
+        "compiled %d wells × %d steps into %d chunks (%d task runs); plan %s",
+        len(plan.wells),
+        len(plan.steps),
+        len(plan.chunks),
+        plan.task_count,
+        plan.fingerprint[:16],
+    )
+    for warning in plan.warnings:
+        logger.warning("plate: %s", warning)
+    _publish_plan(plan)
+    progress.emit(
+        {"event": "compiled", "wells": len(plan.wells), "tasks": len(plan.steps) * len(plan.chunks)}
+    )
+    prepare_outputs_task(plan.output, plan.plate_id, plan.wells, overwrite)
+
+    by_chunk_step: dict[tuple[int, int], list[StepPlan]] = {}
+    chunk_of = {w: i for i, chunk in enumerate(plan.chunks) for w in chunk}
+    for p in plan.step_plans:
+        by_chunk_step.setdefault((chunk_of[p.well], p.step_index), []).append(p)
+
+    def submit(chunk: int, step: int) -> Any:
+        plans = by_chunk_step[(chunk, step)]
+        name = plan.steps[step]
+        t = run_step_task.with_options(
+            task_run_name=f"{name} · {_wells_label(plan.chunks[chunk])}",
+            retries=plan.retries,
+            retry_delay_seconds=[
+                plan.retry_delay_seconds * 2**k for k in range(max(1, plan.retries))
+            ],
+            retry_condition_fn=_retry_transient_only,
+        )
+        return t.submit(plans, plan.output, opts)
+
+    pending: dict[Any, tuple[int, int]] = {}
+    next_chunk = 0
+    failures: dict[str, str] = {}
+    done_wells: list[str] = []
+    n_steps = len(plan.steps)
+    while next_chunk < len(plan.chunks) and len(pending) < plan.num_workers:
+        pending[submit(next_chunk, 0)] = (next_chunk, 0)
+        next_chunk += 1
+    while pending:
+        fut = next(iter(as_completed(list(pending))))
+        chunk, step = pending.pop(fut)
+        try:
+            fut.result(raise_on_failure=True)
+        except BaseException as exc:  # noqa: BLE001 - reported per well below
+            message = f"{type(exc).__name__}: {exc}"
+            for w in plan.chunks[chunk]:
+                failures[w] = f"step {plan.steps[step]!r}: {message}"
+            progress.emit({"event": "chunk-failed", "wells": len(plan.chunks[chunk])})
+        else:
+            if step + 1 < n_steps:
+                pending[submit(chunk, step + 1)] = (chunk, step + 1)
+                continue
+            done_wells.extend(plan.chunks[chunk])
+            progress.emit({"event": "chunk-done", "wells": len(plan.chunks[chunk])})
+        if next_chunk < len(plan.chunks):
+            pending[submit(next_chunk, 0)] = (next_chunk, 0)
+            next_chunk += 1
+
+    summary: dict[str, Any] = {
+        "plate_id": plan.plate_id,
+        "plan_fingerprint": plan.fingerprint,
+        "wells_completed": len(done_wells),
+        "wells_failed": len(failures),
+        "failures": failures,
+        "output": plan.output.zarr_url or plan.output.root,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if failures:
+        raise PlateRunError(plan.plate_id, failures)
+    tables = finalize_outputs_task(plan.output, list(plan.step_plans), opts, summary)
+    summary["tables"] = tables
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    logger.info(
+        "plate %s complete: %d wells in %.1f s", plan.plate_id, len(done_wells), summary["seconds"]
+    )
+    return summary
+
+
+class PlateRunError(RuntimeError):
+    """Some wells failed; the message lists each failed well with its step and reason."""
+
+    def __init__(self, plate_id: str, failures: dict[str, str]):
+        self.failures = failures
+        lines = [f"  - {w}: {why}" for w, why in list(failures.items())[:20]]
+        more = f"\n  … and {len(failures) - 20} more" if len(failures) > 20 else ""
+        super().__init__(
+            f"plate {plate_id}: {len(failures)} well(s) failed:\n" + "\n".join(lines) + more
+        )

@@ -1,0 +1,28 @@
+"""Adapter-level OMERO errors, shared by the real gateway adapter and the stand-in.
+
+Each also derives from the matching builtin so that fsspec, zarr and plain ``except`` clauses treat
+them naturally (a missing plate is a FileNotFoundError, a dropped connection a ConnectionError).
+Messages name the object and the user, never the password.
+"""
+
+from __future__ import annotations
+
+
+class OmeroError(Exception):
+    """Any OMERO failure that retrying will not fix."""
+
+
+class OmeroNotFound(OmeroError, FileNotFoundError):
+    """The object does not exist (or, on a real server, is not visible to this user)."""
+
+
+class OmeroPermissionDenied(OmeroError, PermissionError):
+    """The object exists but belongs to a group the user is not a member of."""
+
+
+class OmeroAuthError(OmeroError, PermissionError):
+    """Login failed: wrong user name or password, or not a member of the requested group."""
+
+
+class OmeroConnectionError(OmeroError, ConnectionError):
+    """Transient: the server could not be reached or the session dropped. Safe to retry."""

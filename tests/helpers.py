@@ -1,0 +1,49 @@
+"""Small builders shared by tests."""
+
+from __future__ import annotations
+
+from prefect_hcs.formats.layout import ImageRef, PlateLayout, well_id
+
+
+def make_layout(
+    n_wells: int = 4,
+    *,
+    fmt: str = "imagexpress",
+    sites: int = 4,
+    channels: int = 2,
+    z: int = 3,
+    url: str = "/data/plates/P1",
+    grid: tuple[int, int] | None = (2, 2),
+    overlap: float | None = 0.1,
+) -> PlateLayout:
+    """A plate layout built in memory (the compiler never reads pixels, so no files needed)."""
+    wells = tuple(well_id(i // 24, i % 24) for i in range(n_wells))
+    plate_id = "plate_7" if fmt == "omero" else url.rstrip("/").rsplit("/", 1)[-1]
+    images = []
+    for w in wells:
+        for s in range(1, sites + 1):
+            for c in range(1, channels + 1):
+                for k in range(1, z + 1):
+                    path = (
+                        f"plate_7/{w}/s{s:03d}/{w}_s{s:03d}_w{c}_z{k:03d}_t001.tif"
+                        if fmt == "omero"
+                        else f"{url}/TimePoint_1/ZStep_{k}/P1_{w}_s{s}_w{c}.tif"
+                    )
+                    images.append(ImageRef(well=w, site=s, channel=c, z=k, timepoint=1, path=path))
+    return PlateLayout(
+        plate_id=plate_id,
+        format=fmt,  # type: ignore[arg-type]
+        url="omero://plate_7" if fmt == "omero" else url,
+        wells=wells,
+        sites=tuple(range(1, sites + 1)),
+        channels=tuple(range(1, channels + 1)),
+        z_planes=tuple(range(1, z + 1)),
+        timepoints=(1,),
+        grid=grid,
+        tile_overlap=overlap,
+        pixel_size_um=0.65,
+        channel_names={1: "DAPI", 2: "FITC"},
+        image_shape=(256, 256),
+        dtype="uint16",
+        images=tuple(images),
+    )
