@@ -397,3 +397,15 @@ def demo_cmd(
         f"    python -c \"import zarr; print(zarr.open_group('{summary['output']}').attrs['ome'])\"\n"
         f"    napari --plugin napari-ome-zarr {summary['output']}   (if napari is installed)"
     )
+
+
+def _register_extensions() -> None:
+    """Commands that live in their own modules (deployments, serving)."""
+    try:
+        from prefect_hcs.cli_deployments import register
+    except ImportError:  # pragma: no cover - module not present in this build
+        return
+    register(app)
+
+
+_register_extensions()

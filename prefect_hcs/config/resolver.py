@@ -13,6 +13,7 @@ thread or process.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from functools import cache
 from typing import Any, Literal
 
@@ -104,21 +105,10 @@ def _class_default(cls: type[BaseModel], field: str) -> Any:
     return info.get_default(call_default_factory=True)
 
 
-def resolve_field(
-    section: str, field: str, layers: list[tuple[LayerName, BaseModel]]
-) -> ResolvedValue:
-    """Resolve `section.field` through `layers` (most specific first)."""
+@cache
+def _default_value(section: str, field: str) -> ResolvedValue:
+    """The class default of `section.field` with its source (immutable, computed once)."""
     cls = SECTIONS[section]
-    for layer_name, layer in layers:
-        for sec_name, owner in _chain(cls, field):
-            sec = getattr(layer, sec_name)
-            if sec is None:
-                continue
-            value = getattr(sec, field)
-            if value is not None:
-                return ResolvedValue(
-                    value, Source(layer_name, owner.__name__, field, f"{sec_name}.{field}")
-                )
     owner = _default_owner(cls, field)
     return ResolvedValue(
         _class_default(cls, field),
@@ -130,6 +120,24 @@ def resolve_field(
             static_override=is_static_override(cls, field),
         ),
     )
+
+
+def resolve_field(
+    section: str, field: str, layers: list[tuple[LayerName, BaseModel]]
+) -> ResolvedValue:
+    """Resolve `section.field` through `layers` (most specific first)."""
+    chain = _chain(SECTIONS[section], field)
+    for layer_name, layer in layers:
+        for sec_name, owner in chain:
+            sec = getattr(layer, sec_name)
+            if sec is None:
+                continue
+            value = getattr(sec, field)
+            if value is not None:
+                return ResolvedValue(
+                    value, Source(layer_name, owner.__name__, field, f"{sec_name}.{field}")
+                )
+    return _default_value(section, field)
 
 
 def _resolve_root_field(field: str, layers: list[tuple[LayerName, BaseModel]]) -> ResolvedValue:
@@ -149,6 +157,7 @@ class ResolvedConfig:
     def __init__(self, values: dict[str, ResolvedValue]):
         self.values = values
         self._config: GlobalPipelineConfig | None = None
+        self._json: dict[str, dict[str, Any]] | None = None
 
     def __getitem__(self, dotted: str) -> ResolvedValue:
         return self.values[dotted]
@@ -175,13 +184,20 @@ class ResolvedConfig:
 
     def to_json(self) -> dict[str, dict[str, Any]]:
         """{dotted path: {"value": json value, "source": {...}}}: stable, for CLIs and plans."""
-        cfg = self.config.model_dump(mode="json")
-        out: dict[str, dict[str, Any]] = {}
-        for dotted, rv in self.values.items():
-            head, _, tail = dotted.partition(".")
-            value = cfg[head][tail] if tail else cfg[head]
-            out[dotted] = {"value": value, "source": rv.source.as_dict()}
-        return out
+        if self._json is None:
+            self._json = {
+                dotted: {"value": _jsonable(rv.value), "source": rv.source.as_dict()}
+                for dotted, rv in self.values.items()
+            }
+        return self._json
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def resolve(

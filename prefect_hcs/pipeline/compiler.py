@@ -216,9 +216,16 @@ def _component_values(layout: PlateLayout, comp: str, sizes: dict[str, int]) -> 
 
 
 def _chunks(wells: tuple[str, ...], n_steps: int, max_task_runs: int, workers: int) -> tuple:
-    """Split wells into contiguous chunks so steps × chunks + 2 stays within max_task_runs."""
+    """Split wells into contiguous chunks (one task runs one step over one chunk).
+
+    Enough chunks to keep every worker busy with some load balancing (4 per worker), about 8
+    wells per chunk on big plates so progress stays visible, and never more than the task-run
+    budget allows (steps × chunks + 2 ≤ max_task_runs): each task run costs ~10-60 ms of
+    orchestration and the server records task runs asynchronously.
+    """
     budget = max(1, (max_task_runs - 2) // max(1, n_steps))
-    n = max(1, min(len(wells), budget))
+    wanted = max(4 * workers, math.ceil(len(wells) / 8))
+    n = max(1, min(len(wells), budget, wanted))
     size = math.ceil(len(wells) / n)
     n = math.ceil(len(wells) / size)
     return tuple(tuple(wells[i * size : (i + 1) * size]) for i in range(n))
@@ -505,6 +512,15 @@ def compile_plate(
     )
 
     plans: list[StepPlan] = []
+    by_well: dict[str, list[Any]] = {}
+    for ref in layout.images:
+        by_well.setdefault(ref.well, []).append(ref)
+    for info in step_info:
+        info["config"] = _config_subset(
+            info["resolved"],
+            ("vfs_config", "step_materialization_config", "step_well_filter_config")
+            + (("zarr_config",) if info is step_info[-1] else ()),
+        )
     for well in wells:
         planes = tuple(
             InputPlane(
@@ -514,7 +530,7 @@ def compile_plate(
                 timepoint=r.timepoint,
                 url=r.path if "://" in r.path else _source_url(layout, r.path),
             )
-            for r in layout.images_for_well(well)
+            for r in by_well.get(well, ())
         )
         for i, info in enumerate(step_info):
             step: Step = info["step"]
@@ -585,11 +601,7 @@ def compile_plate(
                 materialized_url=mat_url,
                 special_outputs=special_urls,
                 is_last=last,
-                config=_config_subset(
-                    info["resolved"],
-                    ("vfs_config", "step_materialization_config", "step_well_filter_config")
-                    + (("zarr_config",) if last else ()),
-                ),
+                config=info["config"],
                 backend_reasons={
                     "read_backend": info["read_reason"],
                     "write_backend": write_reason,

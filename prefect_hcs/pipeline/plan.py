@@ -8,9 +8,9 @@ decide a backend or a path; the same inputs give the same plans and fingerprints
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_hcs.pipeline.model import Chain, Component, InputSource
@@ -18,8 +18,8 @@ from prefect_hcs.pipeline.model import Chain, Component, InputSource
 
 def fingerprint_of(data: Any) -> str:
     """Stable SHA-256 of JSON-able data (sorted keys, no whitespace)."""
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    blob = orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    return hashlib.sha256(blob).hexdigest()
 
 
 class Frozen(BaseModel):
