@@ -35,9 +35,9 @@ def mode_bare(plate: str, out: str) -> dict:
     import prefect_hcs.processing  # noqa: F401
     from prefect_hcs.formats.detect import open_plate, read_tiff
     from prefect_hcs.formats.omezarr import OmeZarrPlateWriter
+    from prefect_hcs.processing.background import tophat_background
     from prefect_hcs.processing.normalize import percentile_normalize
     from prefect_hcs.processing.projection import max_projection
-    from prefect_hcs.processing.background import tophat_background
     from prefect_hcs.processing.segmentation import count_nuclei
     from prefect_hcs.processing.stitching import stitch_tiles
     from prefect_hcs.runtime import io as hio

@@ -8,7 +8,11 @@ soon as its previous step finishes, so memory stays bounded and both cores stay 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -82,9 +86,21 @@ def run_step_task(
     start = time.perf_counter()
     for plan in plans:
         r = hw.run_well_step(plan, output, storage_options)
-        results.append({"well": r.well, "step": r.step, "seconds": r.seconds, "tables": r.tables})
+        results.append(
+            {
+                "well": r.well,
+                "step": r.step,
+                "seconds": r.seconds,
+                "tables": r.tables,
+                "pid": os.getpid(),
+            }
+        )
     logger.info(
-        "%s: %d well(s) in %.2f s", plans[0].step_name, len(plans), time.perf_counter() - start
+        "%s: %d well(s) in %.2f s (pid %d)",
+        plans[0].step_name,
+        len(plans),
+        time.perf_counter() - start,
+        os.getpid(),
     )
     return results
 
@@ -124,6 +140,48 @@ def _publish_plan(plan: PlatePlan) -> None:
         key=_slug(f"plan-fingerprints-{plan.plate_id}"),
         description="Plan fingerprints (identical wherever the same inputs are compiled)",
     )
+    create_table_artifact(
+        fingerprint_rows(plan),
+        key=fingerprints_key(plan.plate_id),
+        description="Machine-readable fingerprints: the plan, then every well/step",
+    )
+
+
+def fingerprints_key(plate_id: str) -> str:
+    """Artifact key of the full fingerprints table (what end-to-end checks read back)."""
+    return _slug(f"fingerprints-{plate_id}")
+
+
+def fingerprint_rows(plan: PlatePlan) -> list[dict[str, str]]:
+    """[{"item": "plan", ...}, {"item": "<well>/<step>", ...}]: full-length, unabridged."""
+    rows = [{"item": "plan", "fingerprint": plan.fingerprint}]
+    rows += [{"item": k, "fingerprint": v} for k, v in plan.fingerprints().items()]
+    return rows
+
+
+@contextlib.contextmanager
+def _scale_out_runner(plan: PlatePlan) -> Iterator[Any]:
+    """A Dask LocalCluster (one process per worker) when the plan says `dask`, else None.
+
+    Entered inside the flow body so the flow keeps its own scheduler: only the per-chunk step
+    tasks go to Dask; compile, prepare and finalize stay in the flow process.
+    """
+    if plan.task_runner != "dask":
+        yield None
+        return
+    from prefect_dask import DaskTaskRunner
+
+    runner = DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": plan.num_workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": ":0",
+            "silence_logs": logging.ERROR,
+        }
+    )
+    with runner:
+        yield runner
 
 
 def _function_label(plan: StepPlan) -> str:
@@ -197,6 +255,43 @@ def process_plate(
     for p in plan.step_plans:
         by_chunk_step.setdefault((chunk_of[p.well], p.step_index), []).append(p)
 
+    with _scale_out_runner(plan) as runner:
+        done_wells, failures, pids = _run_chunks(plan, by_chunk_step, opts, runner)
+
+    summary: dict[str, Any] = {
+        "plate_id": plan.plate_id,
+        "plan_fingerprint": plan.fingerprint,
+        "wells_completed": len(done_wells),
+        "wells_failed": len(failures),
+        "failures": failures,
+        "output": plan.output.zarr_url or plan.output.root,
+        "task_runner": plan.task_runner,
+        "worker_pids": pids,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if failures:
+        raise PlateRunError(plan.plate_id, failures)
+    tables = finalize_outputs_task(plan.output, list(plan.step_plans), opts, summary)
+    summary["tables"] = tables
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    logger.info(
+        "plate %s complete: %d wells in %.1f s", plan.plate_id, len(done_wells), summary["seconds"]
+    )
+    return summary
+
+
+def _run_chunks(
+    plan: PlatePlan,
+    by_chunk_step: dict[tuple[int, int], list[StepPlan]],
+    opts: dict[str, Any],
+    runner: Any,
+) -> tuple[list[str], dict[str, str], dict[str, list[int]]]:
+    """The flow-side scheduler: at most `num_workers` tasks in flight, next step on completion.
+
+    `runner` is a started task runner to submit to (Dask), or None for the flow's own runner.
+    Returns (completed wells, {well: failure}, {well: pids of the processes that ran its steps}).
+    """
+
     def submit(chunk: int, step: int) -> Any:
         plans = by_chunk_step[(chunk, step)]
         name = plan.steps[step]
@@ -208,12 +303,17 @@ def process_plate(
             ],
             retry_condition_fn=_retry_transient_only,
         )
-        return t.submit(plans, plan.output, opts)
+        if runner is None:
+            return t.submit(plans, plan.output, opts)
+        return runner.submit(
+            t, parameters={"plans": plans, "output": plan.output, "storage_options": opts}
+        )
 
     pending: dict[Any, tuple[int, int]] = {}
     next_chunk = 0
     failures: dict[str, str] = {}
     done_wells: list[str] = []
+    pids: dict[str, set[int]] = {}
     n_steps = len(plan.steps)
     while next_chunk < len(plan.chunks) and len(pending) < plan.num_workers:
         pending[submit(next_chunk, 0)] = (next_chunk, 0)
@@ -222,7 +322,8 @@ def process_plate(
         fut = next(iter(as_completed(list(pending))))
         chunk, step = pending.pop(fut)
         try:
-            fut.result(raise_on_failure=True)
+            for r in fut.result(raise_on_failure=True):
+                pids.setdefault(r["well"], set()).add(r["pid"])
         except BaseException as exc:  # noqa: BLE001 - reported per well below
             message = f"{type(exc).__name__}: {exc}"
             for w in plan.chunks[chunk]:
@@ -237,25 +338,7 @@ def process_plate(
         if next_chunk < len(plan.chunks):
             pending[submit(next_chunk, 0)] = (next_chunk, 0)
             next_chunk += 1
-
-    summary: dict[str, Any] = {
-        "plate_id": plan.plate_id,
-        "plan_fingerprint": plan.fingerprint,
-        "wells_completed": len(done_wells),
-        "wells_failed": len(failures),
-        "failures": failures,
-        "output": plan.output.zarr_url or plan.output.root,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    if failures:
-        raise PlateRunError(plan.plate_id, failures)
-    tables = finalize_outputs_task(plan.output, list(plan.step_plans), opts, summary)
-    summary["tables"] = tables
-    summary["seconds"] = round(time.perf_counter() - started, 2)
-    logger.info(
-        "plate %s complete: %d wells in %.1f s", plan.plate_id, len(done_wells), summary["seconds"]
-    )
-    return summary
+    return done_wells, failures, {w: sorted(p) for w, p in sorted(pids.items())}
 
 
 class PlateRunError(RuntimeError):

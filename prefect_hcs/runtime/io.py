@@ -61,6 +61,11 @@ def read_bytes(url: str, storage_options: dict[str, Any] | None = None) -> bytes
     return fs.cat_file(path)
 
 
+def exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
+    fs, path = fs_for(url, storage_options)
+    return bool(fs.exists(path))
+
+
 def delete(url: str, storage_options: dict[str, Any] | None = None) -> None:
     fs, path = fs_for(url, storage_options)
     if fs.exists(path):

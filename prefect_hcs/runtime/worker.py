@@ -122,15 +122,23 @@ def fit_yx(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
+#: Steps finished in this process whose in-memory input was freed, by plan fingerprint. A task
+#: retry re-runs its whole chunk; a well already done in an earlier attempt has no input left, so
+#: it is answered from here (memory intermediates never leave their process, so neither does this).
+_DONE_IN_MEMORY: dict[str, WellResult] = {}
+
+
 def run_well_step(
     plan: StepPlan, output: OutputPlan, storage_options: dict[str, Any] | None = None
 ) -> WellResult:
     """Execute one step plan for one well, start to finish."""
     opts = dict(storage_options or {})
     start = time.perf_counter()
+    source = plan.read_from or ""
+    in_memory = source.startswith("memory://")
+    if in_memory and plan.fingerprint in _DONE_IN_MEMORY and not hio.exists(source):
+        return _DONE_IN_MEMORY[plan.fingerprint]
     data = _load_input(plan, opts)
-    if plan.read_from is not None and plan.read_from.startswith("memory://"):
-        hio.delete(plan.read_from)  # consumed: free the memory now
     result, tables = apply_step(data, plan)
     _materialize(plan, result, opts)
     counts = _write_tables(plan, tables, opts)
@@ -138,7 +146,14 @@ def run_well_step(
         _write_final(plan, result, output, opts)
     else:
         _save_intermediate(result, plan.output_url, opts)
-    return WellResult(plan.well, plan.step_name, time.perf_counter() - start, counts)
+    done = WellResult(plan.well, plan.step_name, time.perf_counter() - start, counts)
+    if in_memory:
+        # Free the input only now: a step that fails half-way must find it again when retried.
+        if len(_DONE_IN_MEMORY) >= 100_000:  # a long-lived served process: forget the oldest
+            _DONE_IN_MEMORY.pop(next(iter(_DONE_IN_MEMORY)), None)
+        _DONE_IN_MEMORY[plan.fingerprint] = done
+        hio.delete(source)
+    return done
 
 
 def prepare_outputs(
