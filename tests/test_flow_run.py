@@ -173,3 +173,22 @@ def test_output_arrays_match_a_direct_computation(prefect_server, tmp_path):
         zarr.open_group(state.result()["output"], mode="r").attrs["prefect_hcs"]["status"]
         == "complete"
     )
+
+
+def test_plate_from_any_fsspec_url_memory(prefect_server):
+    """A plate on `memory://` (any fsspec URL): read, processed and written through fsspec."""
+    import uuid
+
+    url = f"memory://plates-{uuid.uuid4().hex[:8]}/MemPlate"
+    truth = make_plate(
+        url, format="phenix", wells=["A01", "A02"], sites=4, channels=2, z=1, size=256, seed=4
+    )
+    state = _run(url)
+    assert state.is_completed(), state.message
+    out = state.result()["output"]
+    assert out.startswith("memory://") and out.endswith("MemPlate_hcs/MemPlate.ome.zarr")
+    assert validate_plate(out) == []
+    rows = hio.csv_to_rows(hio.read_bytes(state.result()["tables"]["count.measurements"]))
+    for r in rows:
+        true = truth["wells"][r["well"]]["nuclei"]
+        assert abs(int(r["nuclei_count"]) - true) <= 0.1 * true
