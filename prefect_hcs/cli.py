@@ -182,6 +182,10 @@ def _options(text: str | None) -> dict:
         _fail(f"--storage-options is not valid JSON: {exc}")
     if not isinstance(value, dict):
         _fail("--storage-options must be a JSON object")
+    from prefect_hcs.pipeline.compiler import secret_option_problems
+
+    if problems := secret_option_problems(value):
+        _fail("\n".join(problems))  # refused before it could reach run parameters or logs
     return value
 
 
@@ -346,7 +350,8 @@ def _print_summary(summary: dict, url: str | None) -> None:
         f"[green]✓[/] plate {summary['plate_id']}: {summary['wells_completed']} wells in "
         f"{summary['seconds']} s"
     )
-    console.print(f"  OME-Zarr plate: {summary['output']}")
+    label = "OMERO outputs:" if summary["output"].startswith("omero://") else "OME-Zarr plate:"
+    console.print(f"  {label:<15} {summary['output']}")
     for name, table in summary.get("tables", {}).items():
         console.print(f"  table {name}: {table}")
     if url:
@@ -359,12 +364,34 @@ def demo_cmd(
         Path, typer.Option(help="Everything the demo writes goes under this folder.")
     ] = Path("hcs-demo"),
     no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    omero: Annotated[
+        bool, typer.Option("--omero", help="Use the plate from an OMERO stand-in (under --out).")
+    ] = False,
 ) -> None:
     """Make a small synthetic plate and process it as a Prefect flow; print where outputs are."""
     from prefect_hcs.formats.synthetic import make_plate
     from prefect_hcs.formats.validate_zarr import validate_plate
+    from prefect_hcs.runtime import io as hio
 
     out = out.resolve()
+    if omero:
+        from prefect_hcs.runtime.omero_demo import describe_omero_outputs, prepare_omero_demo
+
+        d = prepare_omero_demo(out)
+        console.print(f"OMERO stand-in at {d['standin_dir']}; plate {d['plate']}")
+        summary, url = _run_flow(
+            d["plate"],
+            "demo",
+            d["global_config"],
+            d["pipeline_config"],
+            d["storage_options"],
+            False,
+            not no_progress,  # fmt: skip
+        )
+        _print_summary(summary, url)
+        for line in describe_omero_outputs(d["plate"], d["storage_options"]):
+            console.print(f"  {line}")
+        return
     plate = out / "DemoPlate"
     if not (plate / "ground_truth.json").exists():
         out.mkdir(parents=True, exist_ok=True)
@@ -386,7 +413,6 @@ def demo_cmd(
     if problems:
         _fail("the output did not validate:\n" + "\n".join(problems), 1)
     truth = json.loads((plate / "ground_truth.json").read_text())
-    from prefect_hcs.runtime import io as hio
 
     rows = hio.csv_to_rows(hio.read_bytes(summary["tables"]["count.measurements"]))
     counted = {r["well"]: int(r["nuclei_count"]) for r in rows}
@@ -409,3 +435,36 @@ def _register_extensions() -> None:
 
 
 _register_extensions()
+
+
+@app.command("retry-failed")
+def retry_failed_cmd(
+    since: Annotated[
+        str | None, typer.Option(help="Only runs started after this (24h, 7d, or ISO time).")
+    ] = None,
+    deployment: Annotated[str | None, typer.Option(help="Only runs of this deployment.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="List what would be retried.")] = False,
+) -> None:
+    """Retry failed/crashed plate runs: deployment runs are rescheduled, others run here again.
+
+    A retried plate skips wells whose outputs are complete and valid.
+    """
+    from prefect_hcs.runtime.api import ensure_api
+    from prefect_hcs.runtime.retry import find_failed_plate_runs, parse_since, retry_plate_run
+
+    try:
+        after = parse_since(since)
+        ensure_api()
+    except _user_errors() as exc:
+        _fail(str(exc))
+    runs = find_failed_plate_runs(after, deployment)
+    if not runs:
+        console.print("no failed or crashed plate runs to retry")
+        return
+    for run in runs:
+        plate = (run.parameters or {}).get("plate")
+        if dry_run:
+            console.print(f"would retry {run.name} ({run.id}, {run.state_type.value}): {plate}")
+            continue
+        outcome = retry_plate_run(run)
+        console.print(f"{outcome['action']} {run.name} → {outcome['flow_run']}: {outcome['state']}")

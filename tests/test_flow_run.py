@@ -192,3 +192,25 @@ def test_plate_from_any_fsspec_url_memory(prefect_server):
     for r in rows:
         true = truth["wells"][r["well"]]["nuclei"]
         assert abs(int(r["nuclei_count"]) - true) <= 0.1 * true
+
+
+def test_demo_command_with_omero_standin(prefect_server, tmp_path):
+    exe = Path(sys.executable).with_name("prefect-hcs")
+    out = subprocess.run(
+        [str(exe), "demo", "--omero", "--out", str(tmp_path / "d"), "--no-progress"],
+        capture_output=True, text=True, timeout=600, env=dict(os.environ), cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "OMERO outputs:" in out.stdout and "FileAnnotation" in out.stdout
+    assert "/outputs/images/A01.tif" in out.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # nothing outside --out
+
+
+def test_secret_storage_options_are_refused_before_the_run(tmp_path):
+    exe = Path(sys.executable).with_name("prefect-hcs")
+    out = subprocess.run(
+        [str(exe), "run", str(tmp_path), "--storage-options", '{"password": "hunter2"}'],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ),
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "looks like a secret" in out.stderr and "hunter2" not in out.stderr + out.stdout

@@ -88,14 +88,22 @@ class _Context:
         self.problems.append(message)
 
 
-def _check_storage_options(ctx: _Context, storage_options: dict[str, Any]) -> None:
-    for key in storage_options:
+def secret_option_problems(storage_options: dict[str, Any] | None) -> list[str]:
+    """Storage-option keys that look like secrets (plans and run parameters are not secret)."""
+    problems = []
+    for key in storage_options or {}:
         if any(s in key.lower() for s in SECRET_KEYS):
-            ctx.error(
+            problems.append(
                 f"storage option {key!r} looks like a secret; plans are published as artifacts. "
                 "Put credentials in a Block (e.g. OmeroCredentials) and pass its name "
                 "(credentials_block=...) instead"
             )
+    return problems
+
+
+def _check_storage_options(ctx: _Context, storage_options: dict[str, Any]) -> None:
+    for problem in secret_option_problems(storage_options):
+        ctx.error(problem)
 
 
 def _function_specs(ctx: _Context, step: Step, index: int) -> dict[str | None, list[Any]]:
@@ -256,21 +264,70 @@ def _output_root(
     return _join(parent, f"{name}{suffix}"), "disk", "next to the plate (no global_output_folder)"
 
 
+def _check_omero_root(
+    ctx: _Context, where: str, resolved: ResolvedConfig, section: str, root: str
+) -> None:
+    """An ``omero://`` output folder must be an outputs area of this very OMERO plate.
+
+    Otherwise the run would only fail when the first file is written (after every well was
+    processed, for plate tables), or write to a made-up plate such as the seed's
+    ``/omero/plate_403_outputs``.
+    """
+    from prefect_hcs.storage.omero_paths import SCHEME_HELP, parse
+
+    field = f"{section}.global_output_folder"
+    gof = resolved.value(field)
+    if not str(gof or "").startswith("omero://"):
+        return
+    source = resolved.source(field)
+    if section != "path_planning_config" and source.path.startswith("path_planning_config."):
+        return  # inherited from path_planning_config, which is checked (and reported) once
+    src = source.describe()
+    if ctx.layout.format != "omero":
+        ctx.error(
+            f"{where}{field} = {gof!r} ({src}) is in OMERO, but the plate is not an OMERO plate "
+            f"({ctx.layout.format}): OMERO outputs are annotations on the OMERO plate they "
+            "belong to. Use a filesystem URL"
+        )
+        return
+    try:
+        p = parse(root)
+    except ValueError as exc:
+        ctx.error(f"{where}{field} = {gof!r} ({src}): {exc}")
+        return
+    number = _plate_number(ctx.layout)
+    if p.kind != "outputs" or str(p.plate_id) != number:
+        ctx.error(
+            f"{where}{field} = {gof!r} ({src}) gives outputs at {root!r}, which is not an "
+            f"outputs area of omero://plate_{number} ({SCHEME_HELP}). Leave it unset to attach "
+            f"results to the plate, or use omero://plate_{number}/outputs/<folder>"
+        )
+
+
 def _materialized_backend(
-    ctx: _Context, where: str, requested: str, mat_root_backend: str, has_folder: bool
+    ctx: _Context,
+    where: str,
+    requested: str,
+    mat_root_backend: str,
+    has_folder: bool,
+    source: str = "",
 ) -> tuple[str, str]:
     plate_is_omero = ctx.layout.format == "omero"
+    via = f" [{source}]" if source else ""
     if requested == "auto":
         if mat_root_backend == "omero":
-            return "omero", "auto: OMERO plate without global_output_folder → omero annotations"
-        return "disk", "auto: files on the output filesystem"
+            return (
+                "omero",
+                f"auto{via}: OMERO plate without global_output_folder → omero annotations",
+            )
+        return "disk", f"auto{via}: files on the output filesystem"
     if requested == "omero":
         if not plate_is_omero:
             ctx.error(
                 f"{where}: vfs_config.materialization_backend is 'omero' but the plate is a "
                 f"{ctx.layout.format} plate, not an OMERO plate; use 'disk', 'zarr' or 'auto'"
             )
-        return "omero", "vfs_config.materialization_backend = omero (explicit)"
+        return "omero", f"vfs_config.materialization_backend = omero (explicit){via}"
     if requested == "zarr" and mat_root_backend == "omero":
         ctx.error(
             f"{where}: vfs_config.materialization_backend is 'zarr' for an OMERO plate without "
@@ -285,7 +342,7 @@ def _materialized_backend(
             "path_planning_config.global_output_folder to a local/object-storage URL, or use "
             "'omero'/'auto'"
         )
-    return requested, f"vfs_config.materialization_backend = {requested} (explicit)"
+    return requested, f"vfs_config.materialization_backend = {requested} (explicit){via}"
 
 
 def compile_plate(
@@ -330,6 +387,7 @@ def compile_plate(
 
     # outputs ----------------------------------------------------------------------------------
     root, root_backend, root_reason = _output_root(layout, base, "path_planning_config")
+    _check_omero_root(ctx, "", base, "path_planning_config", root)
     if root_backend == "disk":
         plate_norm, root_norm = _normal(layout.url), _normal(root)
         if root_norm == plate_norm or root_norm.startswith(plate_norm + "/"):
@@ -419,10 +477,17 @@ def compile_plate(
         mat_root, mat_root_backend, _ = _output_root(
             layout, resolved, "step_materialization_config"
         )
+        if mat_enabled:
+            _check_omero_root(ctx, f"{where}: ", resolved, "step_materialization_config", mat_root)
         requested_mat = _v(resolved.value("vfs_config.materialization_backend"))
         has_folder = bool(resolved.value("step_materialization_config.global_output_folder"))
         mat_backend, mat_reason = _materialized_backend(
-            ctx, where, requested_mat, mat_root_backend, has_folder
+            ctx,
+            where,
+            requested_mat,
+            mat_root_backend,
+            has_folder,
+            resolved.source("vfs_config.materialization_backend").describe(),
         )
         if mat_backend == "omero" and mat_root_backend != "omero":
             mat_root = f"omero://plate_{_plate_number(layout)}/outputs"

@@ -10,7 +10,7 @@ from typing import Any
 
 from prefect_hcs.blocks.sources import load_layer_source
 from prefect_hcs.formats.sources import discover_plate
-from prefect_hcs.pipeline.compiler import compile_plate
+from prefect_hcs.pipeline.compiler import CompileError, compile_plate, secret_option_problems
 from prefect_hcs.pipeline.model import load_pipeline
 from prefect_hcs.pipeline.plan import PlatePlan
 
@@ -24,6 +24,8 @@ def compile_from_parameters(
 ) -> PlatePlan:
     import prefect_hcs.processing  # noqa: F401 - registers the built-in functions
 
+    if problems := secret_option_problems(storage_options):
+        raise CompileError(problems)  # before anything uses (or logs in with) the options
     g = load_layer_source(global_config, "global")
     p = load_layer_source(pipeline_config, "pipeline")
     pipe = load_pipeline(pipeline)
