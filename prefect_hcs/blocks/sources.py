@@ -8,11 +8,12 @@ import yaml
 from pydantic import BaseModel
 
 from prefect_hcs.config.layers import ConfigError, LayerName, load_layer
+from prefect_hcs.errors import UserFacingError
 
 _LAYER_FILE_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-class BlockNotFoundError(LookupError):
+class BlockNotFoundError(UserFacingError, LookupError):
     """A config block name that does not exist on the Prefect server."""
 
 

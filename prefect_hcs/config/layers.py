@@ -15,11 +15,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from prefect_hcs.config.sections import SECTIONS, ConfigSection, GlobalPipelineConfig
+from prefect_hcs.errors import UserFacingError
 
 LayerName = Literal["step", "pipeline", "global"]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserFacingError, ValueError):
     """A layer is not valid. Names the layer, where it came from, each bad field and the fix."""
 
     def __init__(self, layer: str, origin: str, problems: list[str]):

@@ -13,12 +13,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from prefect_hcs.errors import UserFacingError
+
 PlateFormat = Literal["imagexpress", "phenix", "omero"]
 
 _WELL_RE = re.compile(r"^([A-Z]{1,2})(\d{1,3})$")
 
 
-class PlateError(ValueError):
+class PlateError(UserFacingError, ValueError):
     """A plate cannot be used as given. The message names the plate, the file and the fix."""
 
 

@@ -23,6 +23,8 @@ import zarr
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 from zarr.storage import FsspecStore, LocalStore
 
+from prefect_hcs.errors import UserFacingError
+
 __all__ = [
     "NGFF_VERSION",
     "IncompleteOutputError",
@@ -59,7 +61,7 @@ _NAMED_COLORS = {
 }
 
 
-class OutputExistsError(FileExistsError):
+class OutputExistsError(UserFacingError, FileExistsError):
     """The output URL holds something we must not silently reuse or delete."""
 
 

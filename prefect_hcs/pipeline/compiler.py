@@ -386,6 +386,13 @@ def compile_plate(
     workers = int(base.value("num_workers"))
 
     # outputs ----------------------------------------------------------------------------------
+    for field in ("path_planning_config.global_output_folder",):
+        value = str(base.value(field) or "")
+        if ".." in value.replace("\\", "/").split("/"):
+            ctx.error(
+                f"{field} = {value!r} ({base.source(field).describe()}) contains '..'; give a "
+                "path without parent steps so outputs cannot escape the folder meant for them"
+            )
     root, root_backend, root_reason = _output_root(layout, base, "path_planning_config")
     _check_omero_root(ctx, "", base, "path_planning_config", root)
     if root_backend == "disk":
@@ -568,6 +575,11 @@ def compile_plate(
         field_shape=yx,
         channel_names=channel_names,
         pixel_size_um=layout.pixel_size_um,
+        done_dir=(
+            f"omero://plate_{_plate_number(layout)}/{{well}}/outputs/.hcs-done"
+            if root_backend == "omero"
+            else _join(root, ".hcs-done")
+        ),
         zarr={
             "compressor": _v(base.value("zarr_config.compressor")),
             "compression_level": base.value("zarr_config.compression_level"),
@@ -673,7 +685,8 @@ def compile_plate(
                     "materialized_backend": info["mat_reason"],
                 },
             ).with_fingerprint()
-            plans.append(plan)
+            chain = fingerprint_of([plans[-1].chain_fingerprint if i else "", plan.fingerprint])
+            plans.append(plan.model_copy(update={"chain_fingerprint": chain}))
 
     chunks = _chunks(wells, len(steps), int(base.value("execution_config.max_task_runs")), workers)
     plate_plan = PlatePlan(

@@ -63,9 +63,12 @@ class StepPlan(Frozen):
     config: dict[str, Any] = Field(description="Resolved config values used, with their source.")
     backend_reasons: dict[str, str]
     fingerprint: str = ""
+    chain_fingerprint: str = Field(
+        default="", description="Hash of this well's step fingerprints up to this step (resume)."
+    )
 
     def content(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"fingerprint"})
+        return self.model_dump(mode="json", exclude={"fingerprint", "chain_fingerprint"})
 
     def with_fingerprint(self) -> StepPlan:
         return self.model_copy(update={"fingerprint": fingerprint_of(self.content())})
@@ -105,6 +108,9 @@ class OutputPlan(Frozen):
     pixel_size_um: float | None
     zarr: dict[str, Any]
     source_fingerprint: str
+    done_dir: str = Field(
+        description="Where per-well completion markers go (resume); '{well}' is substituted."
+    )
 
 
 class PlatePlan(Frozen):

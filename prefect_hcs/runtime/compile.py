@@ -26,6 +26,13 @@ def compile_from_parameters(
 
     if problems := secret_option_problems(storage_options):
         raise CompileError(problems)  # before anything uses (or logs in with) the options
+    if ".." in plate.replace("\\", "/").split("/"):
+        raise CompileError(
+            [
+                f"plate URL {plate!r} contains '..': give the plate's own path (no parent steps), "
+                "so a run cannot reach outside the folder it was given"
+            ]  # fmt: skip
+        )
     g = load_layer_source(global_config, "global")
     p = load_layer_source(pipeline_config, "pipeline")
     pipe = load_pipeline(pipeline)

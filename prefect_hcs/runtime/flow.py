@@ -169,7 +169,15 @@ def _scale_out_runner(plan: PlatePlan) -> Iterator[Any]:
     if plan.task_runner != "dask":
         yield None
         return
-    from prefect_dask import DaskTaskRunner
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        from prefect_hcs.errors import UserFacingError
+
+        raise UserFacingError(
+            "execution_config.task_runner is 'dask' but prefect-dask is not installed on this "
+            "worker: `pip install prefect-hcs[dask]`, or set task_runner: threads"
+        ) from None
 
     runner = DaskTaskRunner(
         cluster_kwargs={

@@ -7,7 +7,9 @@ same folder and renamed; on `memory://` and `omero://` a single `pipe` is alread
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import uuid
 from typing import Any
@@ -16,9 +18,14 @@ import fsspec
 import numpy as np
 import tifffile
 
+from prefect_hcs.errors import UserFacingError
 from prefect_hcs.formats.detect import read_tiff
 
 _NO_RENAME = ("memory", "omero")
+
+
+class OutputWriteError(UserFacingError, OSError):
+    """An output could not be written (e.g. disk full). Deterministic: not retried."""
 
 
 def fs_for(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
@@ -50,9 +57,16 @@ def write_bytes(url: str, data: bytes, storage_options: dict[str, Any] | None = 
     try:
         fs.pipe_file(tmp, data)
         fs.mv(tmp, path)
-    except BaseException:
-        if fs.exists(tmp):
-            fs.rm(tmp)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            if fs.exists(tmp):
+                fs.rm(tmp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OutputWriteError(
+                f"cannot write {url}: {exc.strerror or 'no space left'} ({len(data):,} bytes). "
+                "Nothing partial was left; free space on that filesystem (or set "
+                "path_planning_config.global_output_folder elsewhere) and retry the plate."
+            ) from exc
         raise
 
 

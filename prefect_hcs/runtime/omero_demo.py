@@ -131,6 +131,8 @@ def describe_omero_outputs(plate_url: str, storage_options: dict[str, Any]) -> l
     lines = []
     for folder in folders:
         for path, info in sorted(fs.find(folder, detail=True).items()):
+            if "/." in path:  # bookkeeping (completion markers), not a result
+                continue
             lines.append(
                 f"omero://{path}  ({info['size']:,} bytes, FileAnnotation {info['annotation_id']})"
             )

@@ -7,6 +7,8 @@ intermediate; outputs go to the next intermediate or, for the last step, to the 
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,10 +16,8 @@ from typing import Any
 import numpy as np
 
 from prefect_hcs.pipeline.apply import AXES, WellData, apply_step, assemble_planes
-from prefect_hcs.pipeline.plan import OutputPlan, StepPlan
+from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan, fingerprint_of
 from prefect_hcs.runtime import io as hio
-
-_COORDS_KEY = "prefect_hcs_coords"
 
 
 @dataclass
@@ -28,27 +28,62 @@ class WellResult:
     tables: dict[str, int] = field(default_factory=dict)  # table name -> rows written
 
 
-def _load_input(plan: StepPlan, storage_options: dict[str, Any]) -> WellData:
+def inputs_fingerprint(plan: StepPlan, storage_options: dict[str, Any]) -> str:
+    """Identity of a well's source files: URL, size and modification stamp of every plane.
+
+    A replaced file changes it, so a retried run recomputes that well even if it had completed.
+    """
+    stamps = []
+    for p in plan.source_planes:
+        fs, path = hio.fs_for(p.url, storage_options)
+        info = fs.info(path)
+        stamp = next(
+            (info[k] for k in ("ETag", "etag", "mtime", "LastModified", "created") if k in info),
+            None,
+        )
+        stamps.append([p.url, info.get("size"), str(stamp)])
+    return fingerprint_of(stamps)
+
+
+def _load_input(plan: StepPlan, storage_options: dict[str, Any]) -> tuple[WellData, str]:
+    """The step's input pixels and the fingerprint of the well's source files."""
     if plan.read_from is None:
         planes = [(p, hio.read_source_plane(p.url, storage_options)) for p in plan.source_planes]
-        return assemble_planes(planes)
+        return assemble_planes(planes), inputs_fingerprint(plan, storage_options)
     blob = hio.read_bytes(plan.read_from, storage_options)
-    with np.load(__import__("io").BytesIO(blob), allow_pickle=False) as npz:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
         array = npz["array"]
         coords = {a: tuple(int(v) for v in npz[f"coords_{a}"]) for a in AXES}
-    return WellData(array, coords)
+        inputs_fp = str(npz["inputs_fp"]) if "inputs_fp" in npz.files else ""
+    return WellData(array, coords), inputs_fp
 
 
-def _save_intermediate(data: WellData, url: str, storage_options: dict[str, Any]) -> None:
-    import io
-
+def _save_intermediate(
+    data: WellData, inputs_fp: str, url: str, storage_options: dict[str, Any]
+) -> None:
     buf = io.BytesIO()
     np.savez(
         buf,
         array=data.array,
+        inputs_fp=np.asarray(inputs_fp),
         **{f"coords_{a}": np.asarray(data.coords[a], dtype=np.int64) for a in AXES},
     )
     hio.write_bytes(url, buf.getvalue(), storage_options)
+
+
+def done_marker_url(output: OutputPlan, well: str) -> str:
+    """On OMERO the marker is an annotation on the well itself; elsewhere a file per well."""
+    return f"{output.done_dir.replace('{well}', well)}/{well}.json"
+
+
+def _write_done_marker(
+    plan: StepPlan, output: OutputPlan, inputs_fp: str, storage_options: dict[str, Any]
+) -> None:
+    """Written last, after every output of the well: its presence means the well is complete."""
+    marker = {"well": plan.well, "chain_fingerprint": plan.chain_fingerprint, "inputs": inputs_fp}
+    hio.write_bytes(
+        done_marker_url(output, plan.well), json.dumps(marker).encode(), storage_options
+    )
 
 
 def _materialize(plan: StepPlan, data: WellData, storage_options: dict[str, Any]) -> None:
@@ -60,7 +95,10 @@ def _materialize(plan: StepPlan, data: WellData, storage_options: dict[str, Any]
         from prefect_hcs.formats.omezarr import open_store
 
         store = open_store(plan.materialized_output_dir or "", storage_options=None)
-        root = zarr.open_group(store=store, mode="a", zarr_format=3)
+        try:
+            root = zarr.open_group(store=store, mode="a", zarr_format=3)
+        except zarr.errors.ContainsGroupError:  # another well created the group concurrently
+            root = zarr.open_group(store=store, mode="r+", zarr_format=3)
         arr = root.create_array(
             plan.well,
             shape=data.array.shape,
@@ -138,14 +176,15 @@ def run_well_step(
     in_memory = source.startswith("memory://")
     if in_memory and plan.fingerprint in _DONE_IN_MEMORY and not hio.exists(source):
         return _DONE_IN_MEMORY[plan.fingerprint]
-    data = _load_input(plan, opts)
+    data, inputs_fp = _load_input(plan, opts)
     result, tables = apply_step(data, plan)
     _materialize(plan, result, opts)
     counts = _write_tables(plan, tables, opts)
     if plan.is_last:
         _write_final(plan, result, output, opts)
+        _write_done_marker(plan, output, inputs_fp, opts)
     else:
-        _save_intermediate(result, plan.output_url, opts)
+        _save_intermediate(result, inputs_fp, plan.output_url, opts)
     done = WellResult(plan.well, plan.step_name, time.perf_counter() - start, counts)
     if in_memory:
         # Free the input only now: a step that fails half-way must find it again when retried.
@@ -160,6 +199,7 @@ def prepare_outputs(
     output: OutputPlan, plate_id: str, wells: tuple[str, ...], overwrite: bool
 ) -> None:
     """Write plate-level metadata once, before any well runs (never by racing workers)."""
+    remove_partial_files(output)
     if output.image_backend != "zarr":
         return
     from prefect_hcs.formats.omezarr import OmeZarrPlateWriter
@@ -197,3 +237,67 @@ def finalize_outputs(
 
         OmeZarrPlateWriter(output.zarr_url or "").finalize(summary=summary)
     return written
+
+
+def completed_wells(
+    plan: PlatePlan, storage_options: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """Wells whose outputs are complete and valid for exactly this plan and these inputs.
+
+    A well counts as done when its completion marker names the same chain of step fingerprints
+    and the same source-file fingerprint, and every output it should have is present (OME-Zarr
+    fields with metadata and all chunks, tables, checkpoints). Anything else is recomputed.
+    """
+    opts = dict(storage_options or {})
+    done: dict[str, str] = {}
+    writer = None
+    if plan.output.image_backend == "zarr" and plan.output.zarr_url:
+        from prefect_hcs.formats.omezarr import OmeZarrPlateWriter
+
+        writer = OmeZarrPlateWriter(plan.output.zarr_url)
+    for well in plan.wells:
+        plans = plan.plans_for(well)
+        last, first = plans[-1], plans[0]
+        marker_url = done_marker_url(plan.output, well)
+        try:
+            if not hio.exists(marker_url, opts):
+                continue
+            marker = json.loads(hio.read_bytes(marker_url, opts))
+        except (OSError, ValueError):
+            continue
+        if marker.get("chain_fingerprint") != last.chain_fingerprint:
+            continue
+        try:
+            if marker.get("inputs") != inputs_fingerprint(first, opts):
+                continue
+        except OSError:
+            continue
+        expected = [u for p in plans for u in p.special_outputs.values()]
+        expected += [
+            p.materialized_url
+            for p in plans
+            if p.materialized_url and p.materialized_backend != "zarr"
+        ]
+        if writer is None:
+            expected.append(last.output_url)
+        elif not all(
+            writer.field_complete(well, f, check_chunks=True)
+            for f in range(plan.output.fields_per_well)
+        ):
+            continue
+        if all(hio.exists(u, opts) for u in expected):
+            done[well] = marker_url
+    return done
+
+
+def remove_partial_files(output: OutputPlan) -> list[str]:
+    """Delete leftovers of interrupted atomic writes (`*.tmp-*`) under the output root."""
+    if output.root_backend != "disk":
+        return []
+    fs, root = hio.fs_for(output.root, output.storage_options)
+    if not fs.exists(root):
+        return []
+    removed = [p for p in fs.find(root) if ".tmp-" in p.rsplit("/", 1)[-1]]
+    for path in removed:
+        fs.rm(path)
+    return removed
