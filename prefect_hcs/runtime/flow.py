@@ -79,13 +79,26 @@ def prepare_outputs_task(
 @task(name="run-step", cache_policy=NO_CACHE)
 def run_step_task(
     plans: list[StepPlan], output: OutputPlan, storage_options: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """Execute one step for a chunk of wells, exactly as the plans say."""
+) -> dict[str, Any]:
+    """Execute one step for a chunk of wells, exactly as the plans say.
+
+    A deterministic failure (corrupt file, bad data) fails only its well: it is recorded and the
+    other wells go on. A transient one (timeout, dropped connection) fails the task so Prefect
+    retries it; wells already done in this process are not recomputed on the retry.
+    """
     logger = get_run_logger()
-    results = []
+    results: list[dict[str, Any]] = []
+    failures: dict[str, str] = {}
     start = time.perf_counter()
     for plan in plans:
-        r = hw.run_well_step(plan, output, storage_options)
+        try:
+            r = hw.run_well_step(plan, output, storage_options)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            failures[plan.well] = f"{type(exc).__name__}: {exc}"
+            logger.error("well %s, step %s failed: %s", plan.well, plan.step_name, exc)
+            continue
         results.append(
             {
                 "well": r.well,
@@ -96,13 +109,20 @@ def run_step_task(
             }
         )
     logger.info(
-        "%s: %d well(s) in %.2f s (pid %d)",
+        "%s: %d well(s) in %.2f s (pid %d)%s",
         plans[0].step_name,
-        len(plans),
+        len(results),
         time.perf_counter() - start,
         os.getpid(),
+        f"; {len(failures)} failed" if failures else "",
     )
-    return results
+    return {"results": results, "failures": failures}
+
+
+@task(name="check-completed", cache_policy=NO_CACHE)
+def check_completed_task(plan: PlatePlan, storage_options: dict[str, Any]) -> list[str]:
+    """Wells whose outputs are complete and valid for this very plan and these input files."""
+    return sorted(hw.completed_wells(plan, storage_options))
 
 
 @task(name="finalize-outputs", cache_policy=NO_CACHE)
@@ -257,11 +277,16 @@ def process_plate(
         {"event": "compiled", "wells": len(plan.wells), "tasks": len(plan.steps) * len(plan.chunks)}
     )
     prepare_outputs_task(plan.output, plan.plate_id, plan.wells, overwrite)
+    skipped = set(check_completed_task(plan, opts))
+    if skipped:
+        logger.info("resuming: %d well(s) already complete and valid, skipped", len(skipped))
+        progress.emit({"event": "chunk-done", "wells": len(skipped)})
 
     by_chunk_step: dict[tuple[int, int], list[StepPlan]] = {}
     chunk_of = {w: i for i, chunk in enumerate(plan.chunks) for w in chunk}
     for p in plan.step_plans:
-        by_chunk_step.setdefault((chunk_of[p.well], p.step_index), []).append(p)
+        if p.well not in skipped:
+            by_chunk_step.setdefault((chunk_of[p.well], p.step_index), []).append(p)
 
     with _scale_out_runner(plan) as runner:
         done_wells, failures, pids = _run_chunks(plan, by_chunk_step, opts, runner)
@@ -269,7 +294,8 @@ def process_plate(
     summary: dict[str, Any] = {
         "plate_id": plan.plate_id,
         "plan_fingerprint": plan.fingerprint,
-        "wells_completed": len(done_wells),
+        "wells_completed": len(done_wells) + len(skipped),
+        "wells_skipped": sorted(skipped),
         "wells_failed": len(failures),
         "failures": failures,
         "output": plan.output.zarr_url or plan.output.root,
@@ -283,7 +309,10 @@ def process_plate(
     summary["tables"] = tables
     summary["seconds"] = round(time.perf_counter() - started, 2)
     logger.info(
-        "plate %s complete: %d wells in %.1f s", plan.plate_id, len(done_wells), summary["seconds"]
+        "plate %s complete: %d wells in %.1f s",
+        plan.plate_id,
+        summary["wells_completed"],
+        summary["seconds"],
     )
     return summary
 
@@ -300,11 +329,15 @@ def _run_chunks(
     Returns (completed wells, {well: failure}, {well: pids of the processes that ran its steps}).
     """
 
-    def submit(chunk: int, step: int) -> Any:
-        plans = by_chunk_step[(chunk, step)]
+    failures: dict[str, str] = {}
+
+    def submit(chunk: int, step: int) -> Any | None:
+        plans = [p for p in by_chunk_step.get((chunk, step), []) if p.well not in failures]
+        if not plans:
+            return None
         name = plan.steps[step]
         t = run_step_task.with_options(
-            task_run_name=f"{name} · {_wells_label(plan.chunks[chunk])}",
+            task_run_name=f"{name} · {_wells_label([p.well for p in plans])}",
             retries=plan.retries,
             retry_delay_seconds=[
                 plan.retry_delay_seconds * 2**k for k in range(max(1, plan.retries))
@@ -318,34 +351,45 @@ def _run_chunks(
         )
 
     pending: dict[Any, tuple[int, int]] = {}
-    next_chunk = 0
-    failures: dict[str, str] = {}
     done_wells: list[str] = []
     pids: dict[str, set[int]] = {}
     n_steps = len(plan.steps)
-    while next_chunk < len(plan.chunks) and len(pending) < plan.num_workers:
-        pending[submit(next_chunk, 0)] = (next_chunk, 0)
-        next_chunk += 1
+    queue = [c for c in range(len(plan.chunks)) if (c, 0) in by_chunk_step]
+
+    def start_next_chunk() -> None:
+        while queue and len(pending) < plan.num_workers:
+            chunk = queue.pop(0)
+            fut = submit(chunk, 0)
+            if fut is not None:
+                pending[fut] = (chunk, 0)
+
+    start_next_chunk()
     while pending:
         fut = next(iter(as_completed(list(pending))))
         chunk, step = pending.pop(fut)
+        wells = [p.well for p in by_chunk_step.get((chunk, step), []) if p.well not in failures]
         try:
-            for r in fut.result(raise_on_failure=True):
-                pids.setdefault(r["well"], set()).add(r["pid"])
-        except BaseException as exc:  # noqa: BLE001 - reported per well below
-            message = f"{type(exc).__name__}: {exc}"
-            for w in plan.chunks[chunk]:
-                failures[w] = f"step {plan.steps[step]!r}: {message}"
-            progress.emit({"event": "chunk-failed", "wells": len(plan.chunks[chunk])})
+            outcome = fut.result(raise_on_failure=True)
+        except BaseException as exc:  # noqa: BLE001 - a task that failed as a whole (transient)
+            for w in wells:
+                failures[w] = f"step {plan.steps[step]!r}: {type(exc).__name__}: {exc}"
         else:
-            if step + 1 < n_steps:
-                pending[submit(chunk, step + 1)] = (chunk, step + 1)
+            for r in outcome["results"]:
+                pids.setdefault(r["well"], set()).add(r["pid"])
+            for w, why in outcome["failures"].items():
+                failures[w] = f"step {plan.steps[step]!r}: {why}"
+        survivors = [w for w in wells if w not in failures]
+        if len(survivors) < len(wells):
+            progress.emit({"event": "chunk-failed", "wells": len(wells) - len(survivors)})
+        if survivors and step + 1 < n_steps:
+            nxt = submit(chunk, step + 1)
+            if nxt is not None:
+                pending[nxt] = (chunk, step + 1)
                 continue
-            done_wells.extend(plan.chunks[chunk])
-            progress.emit({"event": "chunk-done", "wells": len(plan.chunks[chunk])})
-        if next_chunk < len(plan.chunks):
-            pending[submit(next_chunk, 0)] = (next_chunk, 0)
-            next_chunk += 1
+        if survivors:
+            done_wells.extend(survivors)
+            progress.emit({"event": "chunk-done", "wells": len(survivors)})
+        start_next_chunk()
     return done_wells, failures, {w: sorted(p) for w, p in sorted(pids.items())}
 
 
