@@ -432,3 +432,70 @@ def test_dask_scale_out_gives_identical_outputs_from_worker_processes(
     dask_pids = {p for pids in d["worker_pids"].values() for p in pids}
     assert set(d["worker_pids"]) == set(wells)
     assert me not in dask_pids and len(dask_pids) >= 2, d["worker_pids"]
+
+
+@pytest.mark.server
+def test_screen_with_a_corrupt_plate_and_a_blipping_omero_plate(
+    served: Served, tmp_path: Path
+) -> None:
+    """Issue 6: one plate fails fast (corrupt file, no retries); one hits transient OMERO drops
+    that are retried automatically and completes; the screen reports both."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    from prefect_hcs.formats.detect import open_plate
+    from prefect_hcs.storage.omero_standin import StandinServer
+
+    corrupt = _small_plate(tmp_path / "Corrupt", ["A01", "A02"], seed=31)
+    victim = sorted(Path(corrupt).rglob("*_A02_s2_w1*.tif"))[0]
+    victim.write_bytes(victim.read_bytes()[:150])
+    source = _small_plate(tmp_path / "ForOmero", ["A01", "A02"], seed=32)
+    standin = StandinServer.create(tmp_path / "omero")
+    standin.add_user("alice", group="lab")
+    plate_id = standin.import_plate_from_layout(open_plate(source), group="lab")
+    omero_url = f"omero://plate_{plate_id}"
+    # the filesystem gives up at once, so each drop fails a task attempt that Prefect retries
+    opts = {"standin_dir": str(tmp_path / "omero"), "user": "alice", "group": "lab", "retries": 0}
+    standin.inject_fault("read_plane", times=2)
+    g = tmp_path / "g.yaml"
+    g.write_text("num_workers: 1\nexecution_config: {retries: 3, retry_delay_seconds: 0.2}\n")
+    run = _run(
+        f"process-screen/{NAME}",
+        {
+            "plates": [corrupt, omero_url],
+            "global_config": str(g),
+            "storage_options": opts,
+            "poll_seconds": 1,
+        },  # fmt: skip
+        300,
+    )
+    assert run.state.is_failed()
+    table = next(
+        a for a in _artifacts(served.api_url, run.id) if (a["key"] or "").startswith("screen-")
+    )
+    rows = {r["plate"]: r for r in json.loads(table["data"])}
+    assert rows[omero_url]["state"] == "completed", rows[omero_url]
+    assert rows[corrupt]["state"] == "failed"
+    assert "A02" in rows[corrupt]["reason"] and victim.name in rows[corrupt]["reason"]
+
+    def step_runs(flow_run_id: str) -> list:
+        deadline = time.monotonic() + 60
+        with get_client(sync_client=True) as client:
+            while True:
+                runs = client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                    sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+                    limit=200,
+                )
+                steps = [r for r in runs if "·" in r.name]
+                if steps and all(r.state and r.state.is_final() for r in steps):
+                    return steps
+                assert time.monotonic() < deadline, "task runs not recorded"
+                time.sleep(1)
+
+    corrupt_steps = step_runs(rows[corrupt]["flow_run_id"])
+    assert all(r.run_count == 1 for r in corrupt_steps)  # deterministic: never retried
+    omero_steps = step_runs(rows[omero_url]["flow_run_id"])
+    assert sum(r.run_count - 1 for r in omero_steps) == 2  # each drop cost one task retry
+    assert all(r.state.is_completed() for r in omero_steps)
