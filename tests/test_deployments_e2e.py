@@ -499,3 +499,42 @@ def test_screen_with_a_corrupt_plate_and_a_blipping_omero_plate(
     omero_steps = step_runs(rows[omero_url]["flow_run_id"])
     assert sum(r.run_count - 1 for r in omero_steps) == 2  # each drop cost one task retry
     assert all(r.state.is_completed() for r in omero_steps)
+
+
+@pytest.mark.server
+def test_retry_failed_reschedules_a_failed_deployment_run_which_resumes(
+    served: Served, tmp_path: Path
+) -> None:
+    """`prefect-hcs retry-failed --deployment` = the UI's Retry: same run, rescheduled, resumed."""
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+
+    plate = _small_plate(tmp_path / "RetryMe", ["A01", "A02"], seed=41)
+    victim = sorted(Path(plate).rglob("*_A02_s1_w1*.tif"))[0]
+    good = victim.read_bytes()
+    victim.write_bytes(good[:100])
+    run = _run(f"process-plate/{NAME}", {"plate": plate})
+    assert run.state.is_failed()
+    done = tmp_path / "RetryMe_hcs" / ".hcs-done"
+    a01_marker = (done / "A01.json").stat().st_mtime_ns
+    assert not (done / "A02.json").exists()
+
+    victim.write_bytes(good)
+    exe = Path(sys.executable).with_name("prefect-hcs")
+    out = subprocess.run(
+        [str(exe), "retry-failed", "--deployment", NAME, "--since", "1h"],
+        capture_output=True, text=True, timeout=120, env=dict(os.environ),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"rescheduled {run.name}" in out.stdout
+    deadline = time.monotonic() + 180
+    with get_client(sync_client=True) as client:
+        while not (again := client.read_flow_run(run.id)).state.is_final() or again.run_count < 2:
+            assert time.monotonic() < deadline, f"retried run did not end: {again.state}"
+            time.sleep(1)
+    assert again.state.is_completed(), again.state.message
+    assert (done / "A02.json").exists()
+    assert (done / "A01.json").stat().st_mtime_ns == a01_marker  # A01 was not recomputed
+    assert validate_plate(str(tmp_path / "RetryMe_hcs" / "RetryMe.ome.zarr")) == []
