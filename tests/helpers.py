@@ -47,3 +47,32 @@ def make_layout(
         dtype="uint16",
         images=tuple(images),
     )
+
+
+def wait_for_task_runs(flow_run_id, *, min_count: int = 1, timeout: float = 60, steps_only=False):
+    """Task runs of a flow run, polled until at least `min_count` exist and all are final.
+
+    The server records task runs asynchronously, so tests poll instead of asserting at once.
+    `steps_only` keeps the `run-step` tasks (named "<step> · <wells>").
+    """
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    deadline = time.monotonic() + timeout
+    runs: list = []
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+                limit=200,
+            )
+            if steps_only:
+                runs = [r for r in runs if "·" in r.name]
+            if len(runs) >= min_count and all(r.state and r.state.is_final() for r in runs):
+                return runs
+            time.sleep(1)
+    return runs

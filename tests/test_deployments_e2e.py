@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from helpers import wait_for_task_runs
 
 from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.formats.validate_zarr import validate_plate
@@ -440,10 +441,6 @@ def test_screen_with_a_corrupt_plate_and_a_blipping_omero_plate(
 ) -> None:
     """Issue 6: one plate fails fast (corrupt file, no retries); one hits transient OMERO drops
     that are retried automatically and completes; the screen reports both."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.client.schemas.sorting import TaskRunSort
-
     from prefect_hcs.formats.detect import open_plate
     from prefect_hcs.storage.omero_standin import StandinServer
 
@@ -480,19 +477,9 @@ def test_screen_with_a_corrupt_plate_and_a_blipping_omero_plate(
     assert "A02" in rows[corrupt]["reason"] and victim.name in rows[corrupt]["reason"]
 
     def step_runs(flow_run_id: str) -> list:
-        deadline = time.monotonic() + 60
-        with get_client(sync_client=True) as client:
-            while True:
-                runs = client.read_task_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-                    sort=TaskRunSort.EXPECTED_START_TIME_ASC,
-                    limit=200,
-                )
-                steps = [r for r in runs if "·" in r.name]
-                if steps and all(r.state and r.state.is_final() for r in steps):
-                    return steps
-                assert time.monotonic() < deadline, "task runs not recorded"
-                time.sleep(1)
+        runs = wait_for_task_runs(flow_run_id, steps_only=True)
+        assert runs and all(r.state.is_final() for r in runs), "task runs not recorded"
+        return runs
 
     corrupt_steps = step_runs(rows[corrupt]["flow_run_id"])
     assert all(r.run_count == 1 for r in corrupt_steps)  # deterministic: never retried

@@ -6,11 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import wait_for_task_runs
 
 from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.formats.validate_zarr import validate_plate
@@ -24,27 +24,6 @@ def _run(plate: str, **params):
     from prefect_hcs.runtime.flow import process_plate
 
     return process_plate(plate=plate, return_state=True, **params)
-
-
-def _task_runs(flow_run_id, expected: int, timeout: float = 60):
-    """Poll the API: task-run records arrive asynchronously."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.client.schemas.sorting import TaskRunSort
-
-    deadline = time.monotonic() + timeout
-    runs = []
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            runs = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
-                limit=200,
-            )
-            if len(runs) >= expected and all(r.state and r.state.is_final() for r in runs):
-                return runs
-            time.sleep(1)
-    return runs
 
 
 @pytest.mark.parametrize("fmt", ["imagexpress", "phenix"])
@@ -89,7 +68,7 @@ def test_plate_run_end_to_end(prefect_server, tmp_path, fmt):
 
     # every task run reached a final state in the API, named by step and well
     flow_run_id = state.state_details.flow_run_id
-    runs = _task_runs(flow_run_id, expected=2 + 5 * 4 + 1)
+    runs = wait_for_task_runs(flow_run_id, min_count=2 + 5 * 4 + 1)
     names = {r.name for r in runs}
     assert {"project · A01", "stitch · B02", "count · A02"} <= names
     assert all(r.state.is_completed() for r in runs)

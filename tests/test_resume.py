@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import wait_for_task_runs
 
 from prefect_hcs.formats.omezarr import read_well_image
 from prefect_hcs.formats.synthetic import make_plate
@@ -129,10 +130,6 @@ def test_a_replaced_input_file_invalidates_only_its_well(prefect_server, tmp_pat
 
 
 def test_deterministic_failures_are_not_retried_and_fail_only_their_well(prefect_server, tmp_path):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.client.schemas.sorting import TaskRunSort
-
     from prefect_hcs.runtime.flow import process_plate
 
     plate = tmp_path / "Det"
@@ -154,19 +151,7 @@ def test_deterministic_failures_are_not_retried_and_fail_only_their_well(prefect
     assert state.is_failed()
     msg = str(state.result(raise_on_failure=False))
     assert "1 well(s) failed" in msg and "A02: step 'project'" in msg and victim.name in msg
-    flow_run_id = state.state_details.flow_run_id
-    deadline = time.monotonic() + 60
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            runs = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-                sort=TaskRunSort.EXPECTED_START_TIME_ASC,
-                limit=200,
-            )
-            steps = [r for r in runs if "·" in r.name]
-            if steps and all(r.state and r.state.is_final() for r in steps):
-                break
-            time.sleep(1)
+    steps = wait_for_task_runs(state.state_details.flow_run_id, steps_only=True)
     assert steps and all(r.run_count == 1 for r in steps)  # nothing retried
     # the other wells completed every step; a retry after the file is replaced runs only A02
     plate_files = {p.name for p in plate.rglob("*.tif")}
