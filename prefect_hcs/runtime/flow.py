@@ -3,7 +3,9 @@
 One task runs one step over one chunk of wells (chunks are sized at compile time so a plate run
 stays within `execution_config.max_task_runs`). Tasks receive their frozen plans and pass URLs,
 not arrays. The flow keeps at most `num_workers` tasks in flight and starts a chunk's next step as
-soon as its previous step finishes, so memory stays bounded and both cores stay busy.
+soon as its previous step finishes, so memory stays bounded and both cores stay busy. What the
+Prefect UI shows of a run (flow-run tags, progress, artifacts, `prefect-hcs.*` events) comes from
+`monitoring.PlateMonitor`, driven from this flow process only.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan
 from prefect_hcs.runtime import progress
 from prefect_hcs.runtime import worker as hw
 from prefect_hcs.runtime.compile import compile_from_parameters
+from prefect_hcs.runtime.monitoring import PlateMonitor
 
 _TRANSIENT = (TimeoutError, ConnectionError)
 
@@ -136,25 +139,8 @@ def finalize_outputs_task(
     return hw.finalize_outputs(output, plans, storage_options, summary)
 
 
-def _publish_plan(plan: PlatePlan) -> None:
-    rows = []
-    first = {p.step_index: p for p in plan.step_plans if p.well == plan.wells[0]}
-    for idx, name in enumerate(plan.steps):
-        p = first[idx]
-        rows.append(
-            {
-                "step": name,
-                "function": _function_label(p),
-                "variable_components": ", ".join(p.variable_components),
-                "read": p.read_backend,
-                "write": p.write_backend,
-                "materialized": p.materialized_backend,
-                "checkpoints": p.materialized_output_dir or "",
-                "why": p.backend_reasons["materialized_backend"],
-            }
-        )
-    key = _slug(f"plan-{plan.plate_id}")
-    create_table_artifact(rows, key=key, description=f"Compiled plan of {plan.plate_id}")
+def _publish_fingerprints(plan: PlatePlan) -> None:
+    """Fingerprint artifacts: what end-to-end checks compare across machines and runs."""
     create_markdown_artifact(
         _plan_markdown(plan),
         key=_slug(f"plan-fingerprints-{plan.plate_id}"),
@@ -212,14 +198,6 @@ def _scale_out_runner(plan: PlatePlan) -> Iterator[Any]:
         yield runner
 
 
-def _function_label(plan: StepPlan) -> str:
-    if isinstance(plan.function, dict):
-        return "; ".join(
-            f"{k}: " + " → ".join(c.name for c in chain) for k, chain in plan.function.items()
-        )
-    return " → ".join(c.name for c in plan.function)
-
-
 def _plan_markdown(plan: PlatePlan) -> str:
     lines = [
         f"# Plan of `{plan.plate_id}`",
@@ -258,10 +236,35 @@ def process_plate(
     built-in name, a YAML/JSON document or a mapping; `storage_options` go to the plate's
     filesystem and must not hold secrets (use a credentials Block name).
     """
+    monitor = PlateMonitor(plate)
+    try:
+        summary = _process(
+            monitor, plate, pipeline, global_config, pipeline_config, storage_options, overwrite
+        )
+    except Exception as exc:
+        monitor.failed(exc)
+        raise
+    monitor.completed(summary)
+    return summary
+
+
+def _process(
+    monitor: PlateMonitor,
+    plate: str,
+    pipeline: str | dict[str, Any] | None,
+    global_config: str | None,
+    pipeline_config: str | None,
+    storage_options: dict[str, Any] | None,
+    overwrite: bool,
+) -> dict[str, Any]:
+    """The body of `process_plate`; `monitor` mirrors its progress in the Prefect UI."""
     logger = get_run_logger()
     started = time.perf_counter()
     opts = dict(storage_options or {})
-    plan = compile_plan_task(plate, pipeline, global_config, pipeline_config, opts)
+    plan = compile_plan_task.with_options(task_run_name=f"compile-plan · {monitor.plate_id}")(
+        plate, pipeline, global_config, pipeline_config, opts
+    )
+    label = f" · {plan.plate_id}"  # plate-level task runs carry the plate in their names
     logger.info(
         "compiled %d wells × %d steps into %d chunks (%d task runs); plan %s",
         len(plan.wells),
@@ -272,15 +275,21 @@ def process_plate(
     )
     for warning in plan.warnings:
         logger.warning("plate: %s", warning)
-    _publish_plan(plan)
+    monitor.start(plan, opts)
+    _publish_fingerprints(plan)
     progress.emit(
         {"event": "compiled", "wells": len(plan.wells), "tasks": len(plan.steps) * len(plan.chunks)}
     )
-    prepare_outputs_task(plan.output, plan.plate_id, plan.wells, overwrite)
-    skipped = set(check_completed_task(plan, opts))
+    prepare_outputs_task.with_options(task_run_name="prepare-outputs" + label)(
+        plan.output, plan.plate_id, plan.wells, overwrite
+    )
+    skipped = set(
+        check_completed_task.with_options(task_run_name="check-completed" + label)(plan, opts)
+    )
     if skipped:
         logger.info("resuming: %d well(s) already complete and valid, skipped", len(skipped))
         progress.emit({"event": "chunk-done", "wells": len(skipped)})
+        monitor.wells_skipped(sorted(skipped))
 
     by_chunk_step: dict[tuple[int, int], list[StepPlan]] = {}
     chunk_of = {w: i for i, chunk in enumerate(plan.chunks) for w in chunk}
@@ -289,7 +298,7 @@ def process_plate(
             by_chunk_step.setdefault((chunk_of[p.well], p.step_index), []).append(p)
 
     with _scale_out_runner(plan) as runner:
-        done_wells, failures, pids = _run_chunks(plan, by_chunk_step, opts, runner)
+        done_wells, failures, pids = _run_chunks(plan, by_chunk_step, opts, runner, monitor)
 
     summary: dict[str, Any] = {
         "plate_id": plan.plate_id,
@@ -305,7 +314,9 @@ def process_plate(
     }
     if failures:
         raise PlateRunError(plan.plate_id, failures)
-    tables = finalize_outputs_task(plan.output, list(plan.step_plans), opts, summary)
+    tables = finalize_outputs_task.with_options(task_run_name="finalize-outputs" + label)(
+        plan.output, list(plan.step_plans), opts, summary
+    )
     summary["tables"] = tables
     summary["seconds"] = round(time.perf_counter() - started, 2)
     logger.info(
@@ -322,10 +333,12 @@ def _run_chunks(
     by_chunk_step: dict[tuple[int, int], list[StepPlan]],
     opts: dict[str, Any],
     runner: Any,
+    monitor: PlateMonitor | None = None,
 ) -> tuple[list[str], dict[str, str], dict[str, list[int]]]:
     """The flow-side scheduler: at most `num_workers` tasks in flight, next step on completion.
 
-    `runner` is a started task runner to submit to (Dask), or None for the flow's own runner.
+    `runner` is a started task runner to submit to (Dask), or None for the flow's own runner;
+    `monitor` hears of every finished step and well (in this process, so progress is exact).
     Returns (completed wells, {well: failure}, {well: pids of the processes that ran its steps}).
     """
 
@@ -368,16 +381,21 @@ def _run_chunks(
         fut = next(iter(as_completed(list(pending))))
         chunk, step = pending.pop(fut)
         wells = [p.well for p in by_chunk_step.get((chunk, step), []) if p.well not in failures]
+        step_name = plan.steps[step]
         try:
             outcome = fut.result(raise_on_failure=True)
         except BaseException as exc:  # noqa: BLE001 - a task that failed as a whole (transient)
-            for w in wells:
-                failures[w] = f"step {plan.steps[step]!r}: {type(exc).__name__}: {exc}"
+            new_failures = {w: f"{type(exc).__name__}: {exc}" for w in wells}
         else:
             for r in outcome["results"]:
                 pids.setdefault(r["well"], set()).add(r["pid"])
-            for w, why in outcome["failures"].items():
-                failures[w] = f"step {plan.steps[step]!r}: {why}"
+            new_failures = dict(outcome["failures"])
+            if monitor is not None:
+                monitor.step_results(outcome["results"])
+        for w, why in new_failures.items():
+            failures[w] = f"step {step_name!r}: {why}"
+            if monitor is not None:
+                monitor.well_failed(w, step_name, why)
         survivors = [w for w in wells if w not in failures]
         if len(survivors) < len(wells):
             progress.emit({"event": "chunk-failed", "wells": len(wells) - len(survivors)})
@@ -389,6 +407,8 @@ def _run_chunks(
         if survivors:
             done_wells.extend(survivors)
             progress.emit({"event": "chunk-done", "wells": len(survivors)})
+            if monitor is not None:
+                monitor.wells_done(survivors)
         start_next_chunk()
     return done_wells, failures, {w: sorted(p) for w, p in sorted(pids.items())}
 

@@ -18,6 +18,7 @@ import numpy as np
 from prefect_hcs.pipeline.apply import AXES, WellData, apply_step, assemble_planes
 from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan, fingerprint_of
 from prefect_hcs.runtime import io as hio
+from prefect_hcs.runtime import thumbnails
 
 
 @dataclass
@@ -126,9 +127,21 @@ def _write_tables(
     return counts
 
 
+def _write_thumbnail(
+    plan: StepPlan, data: WellData, output: OutputPlan, storage_options: dict[str, Any]
+) -> None:
+    """A ~96 px PNG for the UI's thumbnail artifact; cosmetic, so it never fails the well."""
+    try:
+        png = thumbnails.encode_png(data.array)
+        hio.write_bytes(thumbnails.thumbnail_url(output.done_dir, plan.well), png, storage_options)
+    except Exception:  # noqa: BLE001 - a missing preview must not cost a computed well
+        return
+
+
 def _write_final(
     plan: StepPlan, data: WellData, output: OutputPlan, storage_options: dict[str, Any]
 ) -> None:
+    _write_thumbnail(plan, data, output, storage_options)
     if output.image_backend == "omero":
         hio.write_bytes(plan.output_url, hio.array_to_tiff(data.array, "TCZQYX"), storage_options)
         return
