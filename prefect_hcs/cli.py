@@ -427,10 +427,8 @@ def demo_cmd(
 
 def _register_extensions() -> None:
     """Commands that live in their own modules (deployments, serving)."""
-    try:
-        from prefect_hcs.cli_deployments import register
-    except ImportError:  # pragma: no cover - module not present in this build
-        return
+    from prefect_hcs.cli_deployments import register
+
     register(app)
 
 

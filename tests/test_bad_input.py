@@ -152,7 +152,7 @@ def case_omero_plate_other_group(tmp: Path, _server) -> str:
 
 
 def case_omero_wrong_password(tmp: Path, _server) -> str:
-    from prefect_hcs.formats.sources import discover_plate
+    from prefect_hcs.storage.plates import discover_plate
 
     _, plate_id = _standin(tmp)
     opts = {"standin_dir": str(tmp / "omero"), "user": "carol", "password": "wrong-password"}

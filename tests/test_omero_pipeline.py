@@ -27,13 +27,13 @@ import pytest
 
 from prefect_hcs.formats.detect import open_plate
 from prefect_hcs.formats.layout import well_id
-from prefect_hcs.formats.omero_plate import open_omero_plate
 from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.pipeline.compiler import CompileError
 from prefect_hcs.runtime import io as hio
 from prefect_hcs.runtime.compile import compile_from_parameters
 from prefect_hcs.storage.omero_errors import OmeroAuthError
 from prefect_hcs.storage.omero_fs import OmeroFileSystem
+from prefect_hcs.storage.omero_plate import open_omero_plate
 from prefect_hcs.storage.omero_standin import DB_NAME, StandinServer
 
 WELLS = ["A01", "A02", "B01", "B02"]

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from prefect_hcs.formats.layout import PlateError
-from prefect_hcs.formats.omero_plate import open_omero_plate
 from prefect_hcs.storage.omero_errors import OmeroNotFound, OmeroPermissionDenied
 from prefect_hcs.storage.omero_fs import OmeroFileSystem
 from prefect_hcs.storage.omero_paths import PLATE_NS
+from prefect_hcs.storage.omero_plate import open_omero_plate
 from prefect_hcs.storage.omero_standin import StandinServer
 
 

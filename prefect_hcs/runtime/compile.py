@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from prefect_hcs.blocks.sources import load_layer_source
-from prefect_hcs.formats.sources import discover_plate
 from prefect_hcs.pipeline.compiler import CompileError, compile_plate, secret_option_problems
 from prefect_hcs.pipeline.model import load_pipeline
 from prefect_hcs.pipeline.plan import PlatePlan
+from prefect_hcs.storage.plates import discover_plate
 
 
 def compile_from_parameters(
