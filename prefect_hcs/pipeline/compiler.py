@@ -21,6 +21,7 @@ from prefect_hcs.errors import UserFacingError
 from prefect_hcs.formats.layout import PlateLayout
 from prefect_hcs.pipeline.model import Pipeline, Step
 from prefect_hcs.pipeline.plan import (
+    PLATE_TASKS,
     InputPlane,
     OutputPlan,
     PlatePlan,
@@ -228,10 +229,10 @@ def _chunks(wells: tuple[str, ...], n_steps: int, max_task_runs: int, workers: i
 
     Enough chunks to keep every worker busy with some load balancing (4 per worker), about 8
     wells per chunk on big plates so progress stays visible, and never more than the task-run
-    budget allows (steps × chunks + 2 ≤ max_task_runs): each task run costs ~10-60 ms of
+    budget allows (steps × chunks + 4 plate-level tasks ≤ max_task_runs): each task run costs ~10-60 ms of
     orchestration and the server records task runs asynchronously.
     """
-    budget = max(1, (max_task_runs - 2) // max(1, n_steps))
+    budget = max(1, (max_task_runs - PLATE_TASKS) // max(1, n_steps))
     wanted = max(4 * workers, math.ceil(len(wells) / 8))
     n = max(1, min(len(wells), budget, wanted))
     size = math.ceil(len(wells) / n)

@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_hcs.pipeline.model import Chain, Component, InputSource
 
+#: Plate-level task runs of a plate run: compile-plan, prepare-outputs, check-completed,
+#: finalize-outputs.
+PLATE_TASKS = 4
+
 
 def fingerprint_of(data: Any) -> str:
     """Stable SHA-256 of JSON-able data (sorted keys, no whitespace)."""
@@ -149,8 +153,8 @@ class PlatePlan(Frozen):
 
     @property
     def task_count(self) -> int:
-        """Task runs of one plate run: steps × chunks, plus prepare and finalize."""
-        return len(self.steps) * len(self.chunks) + 2
+        """Task runs of one plate run: steps × chunks, plus the plate-level tasks."""
+        return len(self.steps) * len(self.chunks) + PLATE_TASKS
 
     def fingerprints(self) -> dict[str, str]:
         """{"<well>/<step>": fingerprint}: what workers publish and `plan` prints."""
