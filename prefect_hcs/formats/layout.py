@@ -24,18 +24,24 @@ class PlateError(UserFacingError, ValueError):
     """A plate cannot be used as given. The message names the plate, the file and the fix."""
 
 
-def well_id(row_index: int, column_index: int) -> str:
-    """Canonical well id from 0-based row and column indices: (1, 2) -> 'B03'."""
-    if row_index < 0 or column_index < 0:
-        raise ValueError(f"row and column indices must be >= 0, got ({row_index}, {column_index})")
+def row_name(row_index: int) -> str:
+    """Plate row letters from a 0-based index: 0 -> 'A', 25 -> 'Z', 26 -> 'AA'."""
+    if row_index < 0:
+        raise ValueError(f"row index must be >= 0, got {row_index}")
     letters = ""
     n = row_index
     while True:
         letters = chr(65 + n % 26) + letters
         n = n // 26 - 1
         if n < 0:
-            break
-    return f"{letters}{column_index + 1:02d}"
+            return letters
+
+
+def well_id(row_index: int, column_index: int) -> str:
+    """Canonical well id from 0-based row and column indices: (1, 2) -> 'B03'."""
+    if row_index < 0 or column_index < 0:
+        raise ValueError(f"row and column indices must be >= 0, got ({row_index}, {column_index})")
+    return f"{row_name(row_index)}{column_index + 1:02d}"
 
 
 def split_well(well: str) -> tuple[int, int]:

@@ -24,6 +24,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 from zarr.storage import FsspecStore, LocalStore
 
 from prefect_hcs.errors import UserFacingError
+from prefect_hcs.formats.layout import row_name
 
 __all__ = [
     "NGFF_VERSION",
@@ -123,16 +124,6 @@ def parse_well(well: str) -> WellName:
     if int(col) < 1:
         raise ValueError(f"not a well name: {well!r} (columns start at 1)")
     return WellName(row.upper(), str(int(col)))
-
-
-def _row_name(index: int) -> str:
-    letters = ""
-    n = index
-    while True:
-        letters = chr(65 + n % 26) + letters
-        n = n // 26 - 1
-        if n < 0:
-            return letters
 
 
 def field_path(well: str, field: int) -> str:
@@ -448,7 +439,7 @@ class OmeZarrPlateWriter:
             col0 = min(w.column_index for w in names)
             n_rows = max(w.row_index for w in names) + 1
             n_cols = max(w.column_index for w in names) + 1
-        rows = [_row_name(i) for i in range(row0, n_rows)]
+        rows = [row_name(i) for i in range(row0, n_rows)]
         columns = [str(i + 1) for i in range(col0, n_cols)]
 
         images = [{"path": str(f), "acquisition": 0} for f in range(fields_per_well)]

@@ -19,6 +19,7 @@ from prefect_hcs.config.enums import Backend, TaskRunnerKind
 from prefect_hcs.config.resolver import ResolvedConfig, resolve
 from prefect_hcs.errors import UserFacingError
 from prefect_hcs.formats.layout import PlateLayout
+from prefect_hcs.formats.omezarr import parse_well
 from prefect_hcs.pipeline.model import Pipeline, Step
 from prefect_hcs.pipeline.plan import (
     PLATE_TASKS,
@@ -616,7 +617,7 @@ def compile_plate(
             if last:
                 write_backend = image_backend
                 if image_backend == "zarr":
-                    out_dir = _join(zarr_url or "", *_zarr_well_path(well))
+                    out_dir = _join(zarr_url or "", parse_well(well).path)
                     out_url = out_dir
                 else:
                     out_dir = f"omero://plate_{_plate_number(layout)}/{well}/outputs/images"
@@ -721,11 +722,3 @@ def _source_url(layout: PlateLayout, path: str) -> str:
         proto = layout.url.split("://", 1)[0]
         return f"{proto}://{path.lstrip('/')}" if proto != "file" else path
     return path
-
-
-def _zarr_well_path(well: str) -> tuple[str, str]:
-    from prefect_hcs.formats.layout import split_well
-
-    row, col = split_well(well)
-    letters = well.rstrip("0123456789")
-    return letters, str(col + 1)
