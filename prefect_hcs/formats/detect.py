@@ -33,12 +33,19 @@ class TiffHeader:
 
 
 def resolve(
-    url: str, storage_options: dict[str, Any] | None = None
+    url: str,
+    storage_options: dict[str, Any] | None = None,
+    fs: AbstractFileSystem | None = None,
 ) -> tuple[AbstractFileSystem, str]:
-    """(filesystem, root path without protocol or trailing slash) of a plate URL."""
-    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    root = root.rstrip("/") or "/"
-    return fs, root
+    """(filesystem, root path without protocol or trailing slash) of a plate URL.
+
+    With `fs` given (already resolved by the caller) only the path is normalised.
+    """
+    if fs is None:
+        fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    else:
+        root = fs._strip_protocol(url)
+    return fs, root.rstrip("/") or "/"
 
 
 def display(fs: AbstractFileSystem, path: str) -> str:

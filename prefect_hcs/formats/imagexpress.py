@@ -341,10 +341,7 @@ def open_imagexpress(
     fs: AbstractFileSystem | None = None,
 ) -> PlateLayout:
     """Discover an ImageXpress plate: HTD for grid and names, file names for the plane index."""
-    if fs is None:
-        fs, root = resolve(url, storage_options)
-    else:
-        root = fs._strip_protocol(url).rstrip("/") or "/"
+    fs, root = resolve(url, storage_options, fs)
     where = display(fs, root)
     htd_path = find_htd(fs, root)
     if htd_path is None:

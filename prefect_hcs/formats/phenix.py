@@ -209,10 +209,7 @@ def open_phenix(
     fs: AbstractFileSystem | None = None,
 ) -> PlateLayout:
     """Discover an Opera Phenix / Operetta plate from its Harmony index, fields in raster order."""
-    if fs is None:
-        fs, root = resolve(url, storage_options)
-    else:
-        root = fs._strip_protocol(url).rstrip("/") or "/"
+    fs, root = resolve(url, storage_options, fs)
     where = display(fs, root)
     index_path = find_index(fs, root)
     if index_path is None:
