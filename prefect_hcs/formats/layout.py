@@ -9,13 +9,14 @@ of the acquisition grid (site 1 is the top-left tile), whatever order the micros
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_hcs.errors import UserFacingError
 
-PlateFormat = Literal["imagexpress", "phenix", "omero"]
+PlateFormat = Literal["imagexpress", "phenix", "cellvoyager", "omero"]
 
 _WELL_RE = re.compile(r"^([A-Z]{1,2})(\d{1,3})$")
 
@@ -59,7 +60,13 @@ def split_well(well: str) -> tuple[int, int]:
 
 
 class ImageRef(BaseModel):
-    """One 2-D plane of the plate: its coordinates and where its pixels are."""
+    """One 2-D image of the plate: its coordinates, where its pixels are, and where it was taken.
+
+    A z-plane has ``z >= 1`` and ``projection is None``. A projection the instrument computed
+    (MetaXpress writes them beside or instead of the stack) is not a z-plane: it has
+    ``projection`` set (e.g. ``"maximum"``), and lives in `PlateLayout.projections`, never in
+    `PlateLayout.images`; its ``z`` is 1 and means nothing.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -69,6 +76,35 @@ class ImageRef(BaseModel):
     z: int = Field(ge=1)
     timepoint: int = Field(ge=1)
     path: str = Field(description="Path of the file inside the plate's filesystem (no protocol).")
+    projection: str | None = Field(
+        default=None, description="Projection method if this image is a projection, else None."
+    )
+    stage_x_um: float | None = Field(default=None, description="Stage X of the image (µm).")
+    stage_y_um: float | None = Field(default=None, description="Stage Y of the image (µm).")
+    z_um: float | None = Field(default=None, description="Focus position of the plane (µm).")
+    acquired_at: datetime | None = Field(default=None, description="When the plane was taken.")
+
+
+class PlaneKey(BaseModel):
+    """The coordinates of one plane, without a file: used for planes that are absent."""
+
+    model_config = ConfigDict(frozen=True)
+
+    well: str
+    site: int = Field(ge=1)
+    channel: int = Field(ge=1)
+    z: int = Field(ge=1)
+    timepoint: int = Field(ge=1)
+
+
+class ChannelInfo(BaseModel):
+    """What the instrument says about one channel."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    excitation_nm: float | None = None
+    emission_nm: float | None = None
 
 
 class PlateLayout(BaseModel):
@@ -98,9 +134,36 @@ class PlateLayout(BaseModel):
     warnings: tuple[str, ...] = Field(
         default=(), description="Problems that do not stop a run (e.g. an HTD count mismatch)."
     )
+    # Physical and acquisition metadata (None/empty when the files do not say).
+    variant: str | None = Field(
+        default=None, description="Vendor layout variant, e.g. 'MetaXpress export', 'Harmony V7'."
+    )
+    plate_barcode: str | None = Field(default=None, description="The instrument's plate id.")
+    z_spacing_um: float | None = Field(default=None, description="Distance between z-planes.")
+    time_interval_s: float | None = Field(default=None, description="Time between timepoints.")
+    objective: str | None = Field(default=None, description="Objective, e.g. '20x / 0.75 NA'.")
+    channel_info: dict[int, ChannelInfo] = Field(default_factory=dict)
+    projections: tuple[ImageRef, ...] = Field(
+        default=(), description="Instrument-computed projections (not z-planes)."
+    )
+    absent: tuple[PlaneKey, ...] = Field(
+        default=(), description="Planes of the (well, site, channel, z, t) grid not acquired."
+    )
+    padded: tuple[str, ...] = Field(
+        default=(),
+        description="Paths of planes an export padded with byte-identical copies of others.",
+    )
 
     def images_for_well(self, well: str) -> tuple[ImageRef, ...]:
+        """The z-planes of one well (projections excluded)."""
         return tuple(ref for ref in self.images if ref.well == well)
+
+    def field_position_um(self, well: str, site: int) -> tuple[float, float] | None:
+        """Stage (x, y) in µm of a well's site, from its first plane; None if not recorded."""
+        for ref in (*self.images, *self.projections):
+            if ref.well == well and ref.site == site and ref.stage_x_um is not None:
+                return (ref.stage_x_um, ref.stage_y_um or 0.0)
+        return None
 
     @property
     def rows(self) -> tuple[str, ...]:
