@@ -11,7 +11,15 @@ optionally with a dict of "special outputs": named tables as lists of row dicts.
 
 from __future__ import annotations
 
-from . import background, composite, normalize, projection, segmentation, stitching
+from . import (
+    background,
+    composite,
+    normalize,
+    projection,
+    segmentation,
+    skimage_functions,
+    stitching,
+)
 from .registry import (
     COMPONENTS,
     METADATA_INPUTS,
@@ -20,11 +28,15 @@ from .registry import (
     InvalidKwargsError,
     RegistryError,
     UnknownFunctionError,
+    add_provider,
+    all_specs,
     get_function,
     list_functions,
     register,
     validate_kwargs,
 )
+
+add_provider(skimage_functions.discover)
 
 __all__ = [
     "COMPONENTS",
@@ -34,6 +46,8 @@ __all__ = [
     "InvalidKwargsError",
     "RegistryError",
     "UnknownFunctionError",
+    "add_provider",
+    "all_specs",
     "background",
     "composite",
     "get_function",
@@ -42,6 +56,7 @@ __all__ = [
     "projection",
     "register",
     "segmentation",
+    "skimage_functions",
     "stitching",
     "validate_kwargs",
 ]

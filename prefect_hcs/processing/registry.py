@@ -29,6 +29,8 @@ __all__ = [
     "InvalidKwargsError",
     "RegistryError",
     "UnknownFunctionError",
+    "add_provider",
+    "all_specs",
     "get_function",
     "list_functions",
     "register",
@@ -80,6 +82,12 @@ class FunctionSpec:
     #: Components the function collapses to length 1, by name; "leading" = the first stacked
     #: component, whatever it is (projections, composites). The compiler tracks shapes with it.
     reduces: tuple[str, ...] = ()
+    #: Where the function comes from, e.g. "skimage.filters.gaussian" (empty: this package).
+    source: str = ""
+    #: One-line description of each user parameter (from the docstring), for `functions show`.
+    param_docs: Mapping[str, str] = field(default_factory=dict)
+    #: Input dtypes the function accepts (numpy names); empty means any numeric dtype.
+    input_dtypes: tuple[str, ...] = ()
 
     def reduced_components(self, variable_components: Sequence[str]) -> set[str]:
         """Names of the components this function collapses for a step with these components."""
@@ -264,6 +272,19 @@ def _describe_params(spec: FunctionSpec) -> str:
     return ", ".join(parts) if parts else "(none)"
 
 
+def _close_names(name: str, names: list[str]) -> list[str]:
+    """Close matches on the full name, or on the last dotted part ('gaussian' finds
+    'skimage.filters.gaussian')."""
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    short: dict[str, list[str]] = {}
+    for n in names:
+        short.setdefault(n.rsplit(".", 1)[-1], []).append(n)
+    last = name.rsplit(".", 1)[-1]
+    for s in difflib.get_close_matches(last, list(short), n=3, cutoff=0.75):
+        close.extend(short[s])
+    return list(dict.fromkeys(close))[:5]
+
+
 # --- the registry ------------------------------------------------------------------------------
 
 
@@ -272,6 +293,17 @@ class FunctionRegistry:
 
     def __init__(self) -> None:
         self._specs: dict[str, FunctionSpec] = {}
+        self._providers: list[Callable[[], None]] = []
+
+    def add_provider(self, provider: Callable[[], None]) -> None:
+        """Register ``provider`` to be called (once) the first time a name is not found or all
+        names are listed: large third-party sets (scikit-image) register lazily, so importing
+        the package and running hand-written functions stays fast."""
+        self._providers.append(provider)
+
+    def _load_providers(self) -> None:
+        while self._providers:
+            self._providers.pop(0)()
 
     def register(
         self,
@@ -283,8 +315,15 @@ class FunctionRegistry:
         description: str | None = None,
         validator: Callable[[dict[str, Any]], None] | None = None,
         reduces: tuple[str, ...] = (),
+        source: str = "",
+        param_docs: Mapping[str, str] | None = None,
+        input_dtypes: tuple[str, ...] = (),
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator registering a function under ``name`` (default: its ``__name__``)."""
+        """Decorator registering a function under ``name`` (default: its ``__name__``).
+
+        ``source``, ``param_docs`` and ``input_dtypes`` describe wrapped third-party functions
+        (see `skimage_functions`); hand-written functions leave them empty.
+        """
 
         def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
             fname = name or func.__name__
@@ -297,7 +336,13 @@ class FunctionRegistry:
                 description,
                 validator,
             )
-            spec = dataclasses.replace(spec, reduces=tuple(reduces))
+            spec = dataclasses.replace(
+                spec,
+                reduces=tuple(reduces),
+                source=source,
+                param_docs=types.MappingProxyType(dict(param_docs or {})),
+                input_dtypes=tuple(input_dtypes),
+            )
             old = self._specs.get(fname)
             same = old is not None and (
                 (old.func.__module__, old.func.__qualname__) == (func.__module__, func.__qualname__)
@@ -319,15 +364,28 @@ class FunctionRegistry:
             return self._specs[name]
         except (KeyError, TypeError):
             pass
+        if self._providers:
+            self._load_providers()
+            return self.get(name)
         names = self.names()
-        close = difflib.get_close_matches(str(name), names, n=3, cutoff=0.5)
+        close = _close_names(str(name), names)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        own = [n for n in names if not self._specs[n].source]
+        wrapped = len(names) - len(own)
+        more = f", and {wrapped} scikit-image functions" if wrapped else ""
         raise UnknownFunctionError(
-            f"unknown processing function {name!r}.{hint} Available: {', '.join(names)}"
+            f"unknown processing function {name!r}.{hint} Available: {', '.join(own)}{more} "
+            "(`prefect-hcs functions list` shows them all)"
         )
 
     def names(self) -> list[str]:
+        """Sorted names of all registered functions."""
+        self._load_providers()
         return sorted(self._specs)
+
+    def specs(self) -> list[FunctionSpec]:
+        """Every registered spec, sorted by name."""
+        return [self._specs[n] for n in self.names()]
 
     def validate(self, name: str, kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
         """Check ``kwargs`` for function ``name``; return them as a new dict.
@@ -390,6 +448,9 @@ def register(
     description: str | None = None,
     validator: Callable[[dict[str, Any]], None] | None = None,
     reduces: tuple[str, ...] = (),
+    source: str = "",
+    param_docs: Mapping[str, str] | None = None,
+    input_dtypes: tuple[str, ...] = (),
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a processing function in the default registry (decorator; returns ``func``)."""
     return _DEFAULT.register(
@@ -400,12 +461,26 @@ def register(
         description=description,
         validator=validator,
         reduces=reduces,
+        source=source,
+        param_docs=param_docs,
+        input_dtypes=input_dtypes,
     )
 
 
 def get_function(name: str) -> FunctionSpec:
     """The spec of the registered function ``name`` (raises `UnknownFunctionError`)."""
     return _DEFAULT.get(name)
+
+
+def add_provider(provider: Callable[[], None]) -> None:
+    """Call ``provider`` to register more functions when they are first needed (see
+    `FunctionRegistry.add_provider`)."""
+    _DEFAULT.add_provider(provider)
+
+
+def all_specs() -> list[FunctionSpec]:
+    """Every registered spec in the default registry, sorted by name."""
+    return _DEFAULT.specs()
 
 
 def list_functions() -> list[str]:
