@@ -428,8 +428,10 @@ def demo_cmd(
 def _register_extensions() -> None:
     """Commands that live in their own modules (deployments, serving)."""
     from prefect_hcs.cli_deployments import register
+    from prefect_hcs.cli_functions import register as register_functions
 
     register(app)
+    register_functions(app)
 
 
 _register_extensions()
