@@ -191,7 +191,7 @@ def test_compile_time_rejections(case, pipeline, layer, needle):
 
 
 def test_stitching_a_plate_without_grid_is_rejected():
-    with pytest.raises(CompileError, match="needs the site grid"):
+    with pytest.raises(CompileError, match="needs the fields' stage positions or the site grid"):
         compile_plate(make_layout(2, grid=None), DEMO)
 
 
