@@ -21,6 +21,7 @@ from prefect_hcs.errors import UserFacingError
 from prefect_hcs.formats.layout import PlateLayout
 from prefect_hcs.formats.omezarr import parse_well
 from prefect_hcs.formats.physical import stage_positions
+from prefect_hcs.pipeline.builtin import fit_to_plate
 from prefect_hcs.pipeline.model import Pipeline, Step
 from prefect_hcs.pipeline.physical import (
     output_physical,
@@ -372,7 +373,9 @@ def compile_plate(
 ) -> PlatePlan:
     """Plan every (well, step) of a plate run, or raise `CompileError` listing every problem."""
     storage_options = dict(storage_options or {})
+    pipeline, fitted = fit_to_plate(pipeline, layout)  # the built-in demo plans on any plate
     ctx = _Context(layout, pipeline)
+    ctx.warnings.extend(fitted)
     _check_storage_options(ctx, storage_options)
     steps = [s for s in pipeline.steps if s.enabled]
     if not steps:

@@ -27,6 +27,7 @@ __all__ = [
     "PairOffset",
     "assemble_tiles",
     "compute_tile_positions",
+    "fields_overlap",
     "neighbour_pairs",
     "overlap_ramp",
     "register_pair",
@@ -263,6 +264,11 @@ def _anchor_priors(nominal: np.ndarray, pairs: list[tuple[int, int]]) -> list[Pa
         if k not in linked:
             priors.append(PairOffset(0, k, *map(float, nominal[k] - nominal[0]), 0.0))
     return priors
+
+
+def fields_overlap(nominal: np.ndarray, tile_shape: tuple[int, int]) -> bool:
+    """True when every tile is linked to every other by a chain of overlapping neighbours."""
+    return _is_connected(len(nominal), neighbour_pairs(np.asarray(nominal), tile_shape))
 
 
 def _is_connected(n: int, pairs: list[tuple[int, int]]) -> bool:
