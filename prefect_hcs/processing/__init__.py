@@ -14,6 +14,7 @@ from __future__ import annotations
 from . import (
     background,
     composite,
+    measure,
     normalize,
     projection,
     segmentation,
@@ -50,6 +51,7 @@ __all__ = [
     "all_specs",
     "background",
     "composite",
+    "measure",
     "get_function",
     "list_functions",
     "normalize",
