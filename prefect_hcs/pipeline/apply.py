@@ -97,6 +97,9 @@ def _run_chain(
         if isinstance(result, tuple):
             result, extra = result
             for name, rows in (extra or {}).items():
+                if isinstance(rows, np.ndarray):  # a label image: one row carrying the array
+                    tables.setdefault(name, []).append({"array": rows})
+                    continue
                 tables.setdefault(name, []).extend(dict(r) for r in rows)
         if not isinstance(result, np.ndarray) or result.ndim != stack.ndim:
             raise StepExecutionError(

@@ -19,10 +19,14 @@ from prefect_hcs.pipeline.physical import site_positions_px, stitch_metadata_pro
 
 
 def demo_pipeline() -> Pipeline:
-    """Project z, remove background, normalize, stitch the sites, count nuclei in channel 1."""
+    """Project z, remove background, normalize, stitch the sites, count nuclei in channel 1,
+    measure every nucleus in every channel (object table + NGFF labels)."""
     return Pipeline(
         name="demo",
-        description="Max-project z, top-hat background, normalize, stitch, count nuclei (ch 1).",
+        description=(
+            "Max-project z, top-hat background, normalize, stitch, count nuclei (ch 1), "
+            "measure each nucleus (objects table, labels)."
+        ),
         steps=(
             Step(name="project", func="max_projection", variable_components=("z",)),
             Step(
@@ -41,6 +45,11 @@ def demo_pipeline() -> Pipeline:
                 func={"1": {"name": "count_nuclei", "kwargs": {"min_area": 20}}},
                 group_by="channel",
                 variable_components=("site",),
+            ),
+            Step(
+                name="measure",
+                func={"name": "measure_objects", "kwargs": {"min_area": 20}},
+                variable_components=("channel",),
             ),
         ),
     )

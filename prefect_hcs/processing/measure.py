@@ -111,13 +111,15 @@ def measure_objects(
     threshold: Threshold = "otsu",
     split_touching: bool = True,
     background_radius: int | None = 25,
-) -> tuple[np.ndarray, dict[str, list[dict[str, Any]]]]:
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Segment nuclei in ``label_channel`` and measure every object in every channel.
 
     The stack is (C, ..., Y, X) (the step stacks channels); the image passes through unchanged.
     Special output "objects": one row per object per plane (see `measure_labels` for columns),
-    plus ``object_plane`` when the stack has more than one plane per channel. Segmentation kwargs
-    are those of `count_nuclei`.
+    plus ``object_plane`` when the stack has more than one plane per channel. The label image
+    (uint32, shape (1, ..., Y, X)) is returned as "nuclei"; when this is the pipeline's last
+    step the run writes it as the NGFF label image ``labels/nuclei`` of each field.
+    Segmentation kwargs are those of `count_nuclei`.
     """
     stack = np.asarray(stack)
     if stack.ndim < 3:
@@ -127,6 +129,7 @@ def measure_objects(
             f"label_channel {label_channel} but the stack has {stack.shape[0]} channels"
         )
     per_channel = stack.reshape(stack.shape[0], -1, *stack.shape[-2:])
+    label_planes = np.zeros(per_channel.shape[1:], dtype=np.uint32)
     rows: list[dict[str, Any]] = []
     for p in range(per_channel.shape[1]):
         planes = per_channel[:, p]
@@ -134,6 +137,8 @@ def measure_objects(
             planes[label_channel - 1],
             sigma, min_area, max_area, threshold, split_touching, background_radius,
         )  # fmt: skip
+        label_planes[p] = labels
         for row in measure_labels(labels, planes):
             rows.append({"object_plane": p, **row} if per_channel.shape[1] > 1 else row)
-    return stack, {"objects": rows}
+    nuclei = label_planes.reshape((1, *stack.shape[1:]))
+    return stack, {"objects": rows, "nuclei": nuclei}

@@ -29,6 +29,7 @@ from prefect.events import emit_event
 from prefect_hcs.pipeline.plan import PlatePlan
 from prefect_hcs.runtime import artifacts, thumbnails
 from prefect_hcs.runtime import io as hio
+from prefect_hcs.runtime.objects import objects_summary
 
 EVENT_PREFIX = "prefect-hcs"
 #: Budget for the thumbnails artifact (characters of markdown): large plates get smaller images.
@@ -321,6 +322,8 @@ class PlateMonitor:
         rows = artifacts.summary_rows(
             plan.wells, self.status, self.seconds, self._nuclei(tables), self.details
         )
+        for row, extra in zip(rows, objects_summary(plan, tables, self._opts), strict=True):
+            row.update(extra)
         c = self.counts()
         create_table_artifact(
             rows,

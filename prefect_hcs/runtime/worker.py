@@ -18,7 +18,7 @@ import numpy as np
 from prefect_hcs.pipeline.apply import AXES, WellData, apply_step, assemble_planes
 from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan, fingerprint_of
 from prefect_hcs.runtime import io as hio
-from prefect_hcs.runtime import thumbnails
+from prefect_hcs.runtime import objects, thumbnails
 
 
 @dataclass
@@ -193,8 +193,10 @@ def run_well_step(
     result, tables = apply_step(data, plan)
     _materialize(plan, result, opts)
     counts = _write_tables(plan, tables, opts)
+    objects.write_well_tables(plan, tables, output)
     if plan.is_last:
         _write_final(plan, result, output, opts)
+        objects.write_well_labels(plan, result, tables, output)
         _write_done_marker(plan, output, inputs_fp, opts)
     else:
         _save_intermediate(result, inputs_fp, plan.output_url, opts)
@@ -248,6 +250,7 @@ def finalize_outputs(
     if output.image_backend == "zarr":
         from prefect_hcs.formats.omezarr import OmeZarrPlateWriter
 
+        objects.merge_plate_tables(output, step_plans)
         OmeZarrPlateWriter(output.zarr_url or "").finalize(summary=summary)
     return written
 
