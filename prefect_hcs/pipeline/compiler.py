@@ -38,6 +38,7 @@ from prefect_hcs.pipeline.plan import (
     StepPlan,
     fingerprint_of,
 )
+from prefect_hcs.pipeline.plate_steps import plan_plate_steps
 from prefect_hcs.pipeline.wells import WellFilterError, select_wells
 
 SECRET_KEYS = ("password", "passwd", "secret", "token", "key")
@@ -713,6 +714,7 @@ def compile_plate(
             chain = fingerprint_of([plans[-1].chain_fingerprint if i else "", plan.fingerprint])
             plans.append(plan.model_copy(update={"chain_fingerprint": chain}))
 
+    plans, plate_steps = plan_plate_steps(plans, root)
     chunks = _chunks(wells, len(steps), int(base.value("execution_config.max_task_runs")), workers)
     plate_plan = PlatePlan(
         plate_id=layout.plate_id,
@@ -732,6 +734,7 @@ def compile_plate(
         output=output,
         resolved_config={s.name: r.to_json() for s, r in zip(steps, per_step, strict=True)},
         step_plans=tuple(plans),
+        plate_steps=plate_steps,
         warnings=tuple(ctx.warnings),
     )
     content = plate_plan.model_dump(mode="json", exclude={"fingerprint", "step_plans"})

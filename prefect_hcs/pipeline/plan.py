@@ -181,6 +181,9 @@ class PlatePlan(Frozen):
         description="{step name: resolved config JSON with sources}."
     )
     step_plans: tuple[StepPlan, ...]
+    plate_steps: tuple[Any, ...] = Field(
+        default=(), description="Plate-level steps run before the wells (pipeline.plate_steps)."
+    )
     warnings: tuple[str, ...] = ()
     fingerprint: str = ""
 
@@ -196,7 +199,7 @@ class PlatePlan(Frozen):
     @property
     def task_count(self) -> int:
         """Task runs of one plate run: steps × chunks, plus the plate-level tasks."""
-        return len(self.steps) * len(self.chunks) + PLATE_TASKS
+        return len(self.steps) * len(self.chunks) + PLATE_TASKS + (1 if self.plate_steps else 0)
 
     def fingerprints(self) -> dict[str, str]:
         """{"<well>/<step>": fingerprint}: what workers publish and `plan` prints."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 from . import (
     background,
     composite,
+    illumination,
     measure,
     normalize,
     projection,
@@ -51,6 +52,7 @@ __all__ = [
     "all_specs",
     "background",
     "composite",
+    "illumination",
     "measure",
     "get_function",
     "list_functions",

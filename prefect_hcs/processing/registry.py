@@ -44,8 +44,10 @@ COMPONENTS: frozenset[str] = frozenset({"site", "channel", "z", "timepoint"})
 #: grid: (rows, cols); overlap: fraction in [0, 1); pixel_size_um: float | None;
 #: channel_names: dict[int, str]; site_positions_px: one nominal (y, x) per site of the well,
 #: in pixels, from the stage positions (None when the plate records none).
+#: illumination: the plate-level flat-field ({"flatfield": (C, Y, X) float32}), estimated once
+#: per plate before the wells run (pipeline.plate_steps).
 METADATA_INPUTS: frozenset[str] = frozenset(
-    {"grid", "overlap", "pixel_size_um", "channel_names", "site_positions_px"}
+    {"grid", "overlap", "pixel_size_um", "channel_names", "site_positions_px", "illumination"}
 )
 
 

@@ -27,6 +27,7 @@ from prefect_hcs.runtime import progress
 from prefect_hcs.runtime import worker as hw
 from prefect_hcs.runtime.compile import compile_from_parameters
 from prefect_hcs.runtime.monitoring import PlateMonitor
+from prefect_hcs.runtime.plate_steps import plate_steps_task
 
 _TRANSIENT = (TimeoutError, ConnectionError)
 
@@ -290,6 +291,9 @@ def _process(
         logger.info("resuming: %d well(s) already complete and valid, skipped", len(skipped))
         progress.emit({"event": "chunk-done", "wells": len(skipped)})
         monitor.wells_skipped(sorted(skipped))
+
+    if plan.plate_steps and len(skipped) < len(plan.wells):
+        plate_steps_task.with_options(task_run_name="plate-step" + label)(plan, opts)
 
     by_chunk_step: dict[tuple[int, int], list[StepPlan]] = {}
     chunk_of = {w: i for i, chunk in enumerate(plan.chunks) for w in chunk}

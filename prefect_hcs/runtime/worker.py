@@ -19,6 +19,7 @@ from prefect_hcs.pipeline.apply import AXES, WellData, apply_step, assemble_plan
 from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan, fingerprint_of
 from prefect_hcs.runtime import io as hio
 from prefect_hcs.runtime import objects, thumbnails
+from prefect_hcs.runtime.plate_steps import resolve_plate_inputs
 
 
 @dataclass
@@ -190,7 +191,7 @@ def run_well_step(
     if in_memory and plan.fingerprint in _DONE_IN_MEMORY and not hio.exists(source):
         return _DONE_IN_MEMORY[plan.fingerprint]
     data, inputs_fp = _load_input(plan, opts)
-    result, tables = apply_step(data, plan)
+    result, tables = apply_step(data, resolve_plate_inputs(plan, opts))
     _materialize(plan, result, opts)
     counts = _write_tables(plan, tables, opts)
     objects.write_well_tables(plan, tables, output)
