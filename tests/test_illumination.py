@@ -119,6 +119,9 @@ def test_compiler_plans_the_plate_step_and_well_fingerprints_include_it(tmp_path
             "url": step.result_url,
             "fingerprint": step.fingerprint,
         }
+    shown = plan.summary_json()["plate_steps"]  # what `prefect-hcs plan --json` prints
+    assert shown[0]["kind"] == "illumination" and shown[0]["fingerprint"] == step.fingerprint
+    assert plan.task_count == 1 + 4 + len(plan.chunks)  # the plate-step task is counted
     pipe.write_text(PIPELINE.replace("dark_offset: 100", "dark_offset: 100, sample_wells: 2"))
     sampled = compile_from_parameters(str(vign), str(pipe), None, None, {})
     assert sampled.plate_steps[0].wells == ("A01", "B01")

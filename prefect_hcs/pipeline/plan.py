@@ -26,6 +26,10 @@ def fingerprint_of(data: Any) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
+def _as_dict(model: Any) -> dict[str, Any]:
+    return model if isinstance(model, dict) else model.model_dump(mode="json")
+
+
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -221,4 +225,8 @@ class PlatePlan(Frozen):
             "warnings": list(self.warnings),
             "resolved_config": self.resolved_config,
             "step_plans": [p.summary() for p in self.step_plans],
+            "plate_steps": [
+                {k: v for k, v in _as_dict(s).items() if k != "source_planes"}
+                for s in self.plate_steps
+            ],
         }
