@@ -126,8 +126,10 @@ def test_tables_per_well_and_plate_read_back_in_one_call(tmp_path):
 
 
 @pytest.mark.server
-def test_demo_writes_ngff_labels_and_object_tables_inside_the_plate(prefect_server, tmp_path):
-    """The demo run: labels found by ome-zarr-py, Parquet tables read in one call and checked
+def test_demo_objects_writes_ngff_labels_and_object_tables_inside_the_plate(
+    prefect_server, tmp_path
+):
+    """The demo-objects run: labels found by ome-zarr-py, Parquet tables read in one call and checked
     against the synthetic plate's truth and against the label images themselves."""
     import pandas as pd
     from ome_zarr.io import parse_url
@@ -141,7 +143,7 @@ def test_demo_writes_ngff_labels_and_object_tables_inside_the_plate(prefect_serv
         str(plate), format="phenix", wells=["A01", "B02"], sites=1, channels=2, z=1, size=256,
         seed=7,
     )  # fmt: skip
-    state = process_plate(plate=str(plate), return_state=True)
+    state = process_plate(plate=str(plate), pipeline="demo-objects", return_state=True)
     assert state.is_completed(), state.message
     zarr_url = state.result()["output"]
 
@@ -162,3 +164,6 @@ def test_demo_writes_ngff_labels_and_object_tables_inside_the_plate(prefect_serv
 
     nodes = list(Reader(parse_url(f"{zarr_url}/B/2/0"))())
     assert any(isinstance(s, Label) for n in nodes for s in n.specs)
+    from prefect_hcs.formats.validate_zarr import validate_plate
+
+    assert validate_plate(zarr_url) == []  # yaozarrs + ome-zarr-models accept the labels

@@ -222,4 +222,5 @@ def test_package_exports_contract():
         "pixel_size_um",
         "channel_names",
         "site_positions_px",
+        "illumination",  # a plate-level result (pipeline.plate_steps)
     }

@@ -2,8 +2,8 @@
 
 A label image (0 = background, objects 1..n) is written next to the field's intensity levels, as
 the NGFF spec's labels collection: the ``labels`` group lists its label images, each a multiscale
-image with the same axes and scales as its parent plus ``image-label`` metadata (``source``
-points back to the parent image, ``colors`` give each object a stable colour). Lower levels are
+image with the same axes and scales as its parent plus ``image-label`` metadata (``colors`` give
+each object a stable colour). Lower levels are
 nearest-neighbour downsampled (every second pixel), never averaged: label values are identities.
 Viewers (napari-ome-zarr) and ome-zarr-py's reader find them with the field image.
 """
@@ -93,10 +93,11 @@ def write_labels(
                         "metadata": {"method": "every second pixel (labels are identities)"},
                     }
                 ],
+                # "source" (optional in NGFF) is left out: yaozarrs resolves "../../" without
+                # the URL's protocol and fails on non-local stores (memory://, s3://).
                 "image-label": {
                     "version": NGFF_VERSION,
                     "colors": [{"label-value": v, "rgba": _colour(v)} for v in values],
-                    "source": {"image": "../../"},
                 },
             }
         }

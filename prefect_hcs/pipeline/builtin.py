@@ -19,14 +19,10 @@ from prefect_hcs.pipeline.physical import site_positions_px, stitch_metadata_pro
 
 
 def demo_pipeline() -> Pipeline:
-    """Project z, remove background, normalize, stitch the sites, count nuclei in channel 1,
-    measure every nucleus in every channel (object table + NGFF labels)."""
+    """Project z, remove background, normalize, stitch the sites, count nuclei in channel 1."""
     return Pipeline(
         name="demo",
-        description=(
-            "Max-project z, top-hat background, normalize, stitch, count nuclei (ch 1), "
-            "measure each nucleus (objects table, labels)."
-        ),
+        description="Max-project z, top-hat background, normalize, stitch, count nuclei (ch 1).",
         steps=(
             Step(name="project", func="max_projection", variable_components=("z",)),
             Step(
@@ -46,16 +42,31 @@ def demo_pipeline() -> Pipeline:
                 group_by="channel",
                 variable_components=("site",),
             ),
-            Step(
-                name="measure",
-                func={"name": "measure_objects", "kwargs": {"min_area": 20}},
-                variable_components=("channel",),
-            ),
         ),
     )
 
 
-BUILTIN_PIPELINES: dict[str, Callable[[], Pipeline]] = {"demo": demo_pipeline}
+def demo_objects_pipeline() -> Pipeline:
+    """The demo, then `measure_objects`: a per-object table and NGFF nucleus labels per field."""
+    demo = demo_pipeline()
+    measure = Step(
+        name="measure",
+        func={"name": "measure_objects", "kwargs": {"min_area": 20}},
+        variable_components=("channel",),
+    )
+    return demo.model_copy(
+        update={
+            "name": "demo-objects",
+            "description": demo.description + " Then measure every nucleus in every channel.",
+            "steps": (*demo.steps, measure),
+        }
+    )
+
+
+BUILTIN_PIPELINES: dict[str, Callable[[], Pipeline]] = {
+    "demo": demo_pipeline,
+    "demo-objects": demo_objects_pipeline,
+}
 
 
 def _stitch_skip_reason(layout: PlateLayout) -> str | None:
@@ -79,7 +90,7 @@ def fit_to_plate(pipeline: Pipeline, layout: PlateLayout) -> tuple[Pipeline, lis
 
     Any other pipeline is returned unchanged: a user's pipeline says what it means.
     """
-    if pipeline != demo_pipeline():
+    if pipeline not in (demo_pipeline(), demo_objects_pipeline()):
         return pipeline, []
     steps, notes = [], []
     first = str(layout.channels[0]) if layout.channels else "1"

@@ -66,7 +66,7 @@ def _cell(text: str) -> str:
 
 def render_markdown() -> str:
     """The whole docs/functions.md page."""
-    specs = all_specs()
+    specs = [s for s in all_specs() if s.func.__module__.startswith("prefect_hcs.")]
     own = [s for s in specs if not s.source]
     wrapped = [s for s in specs if s.source]
     lines = [
