@@ -19,7 +19,7 @@ from fsspec.spec import AbstractFileSystem
 
 from prefect_hcs.formats.layout import ImageRef, PlateError, PlateLayout, split_well
 
-FORMATS = ("auto", "imagexpress", "phenix")
+FORMATS = ("auto", "imagexpress", "phenix", "cellvoyager")
 PHENIX_INDEX_NAMES = ("Index.idx.xml", "Index.xml")
 
 
@@ -127,7 +127,8 @@ def read_plane(
 
 
 def detect_format(fs: AbstractFileSystem, root: str) -> str:
-    """'imagexpress' if a .HTD file is present, 'phenix' if a Harmony index is; else PlateError."""
+    """'imagexpress' (.HTD), 'phenix' (Harmony index), 'cellvoyager' (.mlf); else PlateError."""
+    from prefect_hcs.formats.cellvoyager import find_mlf
     from prefect_hcs.formats.imagexpress import find_htd
     from prefect_hcs.formats.phenix import find_index
 
@@ -135,10 +136,13 @@ def detect_format(fs: AbstractFileSystem, root: str) -> str:
         return "imagexpress"
     if find_index(fs, root) is not None:
         return "phenix"
+    if find_mlf(fs, root) is not None:
+        return "cellvoyager"
     raise PlateError(
         f"no plate metadata in {display(fs, root)}: expected an ImageXpress '<plate>.HTD' file "
         "(in the folder or TimePoint_1/) or an Opera Phenix/Operetta 'Index.idx.xml'/'Index.xml' "
-        "(in the folder or Images/). Point the URL at the plate folder, or pass format=..."
+        "(in the folder or Images/) or a Yokogawa CellVoyager 'MeasurementData.mlf'. Point the "
+        "URL at the plate folder, or pass format=..."
     )
 
 
@@ -148,6 +152,7 @@ def open_plate(
     format: str = "auto",
 ) -> PlateLayout:
     """Discover a plate's layout (no pixels read except one TIFF header) from its folder URL."""
+    from prefect_hcs.formats.cellvoyager import open_cellvoyager
     from prefect_hcs.formats.imagexpress import open_imagexpress
     from prefect_hcs.formats.phenix import open_phenix
 
@@ -162,6 +167,8 @@ def open_plate(
     kind = detect_format(fs, root) if format == "auto" else format
     if kind == "imagexpress":
         return open_imagexpress(url, storage_options, fs=fs)
+    if kind == "cellvoyager":
+        return open_cellvoyager(url, storage_options, fs=fs)
     return open_phenix(url, storage_options, fs=fs)
 
 
