@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import tifffile
 
-from prefect_hcs.formats import open_plate, read_plane
+from prefect_hcs.formats import PlateError, open_plate, read_plane
 from prefect_hcs.formats.synthetic_harmony import make_harmony_plate
 
 WELLS = ["B02", "C03"]
@@ -129,3 +129,49 @@ def test_harmony_plate_runs_end_to_end(prefect_server, tmp_path, variant):
     assert scale[-2:] == pytest.approx([truth["pixel_size_um"]] * 2)
     assert {a["name"]: a.get("unit") for a in multiscale["axes"]}["x"] == "micrometer"
     assert os.path.isdir(zarr_url)
+
+
+def _drop_images(index: Path, keep) -> list[str]:
+    """Remove the <Image> entries (and their files) for which keep(url) is False; their URLs."""
+    text = index.read_text(encoding="utf-8-sig")
+    dropped, out, pos = [], [], 0
+    while (start := text.find('<Image Version="1">', pos)) != -1:
+        end = text.index("</Image>", start) + len("</Image>")
+        url = text[text.index("<URL>", start) + 5 : text.index("</URL>", start)]
+        out.append(text[pos:start])
+        if keep(url):
+            out.append(text[start:end])
+        else:
+            dropped.append(url)
+            (index.parent / url).unlink()
+        pos = end
+    index.write_text("".join(out) + text[pos:], encoding="utf-8")
+    return dropped
+
+
+def test_channel_taken_at_one_plane_is_absent_not_missing(tmp_path):
+    root, _ = _plate(tmp_path, "v5", timepoints=1)
+    index = root / "Images" / "Index.idx.xml"
+    dropped = _drop_images(index, lambda url: not ("-ch2" in url and "p01-" not in url))
+    assert len(dropped) == 2 * 4 * 2  # wells x sites x planes 2..3 of channel 2
+    layout = open_plate(str(root))
+    assert layout.z_planes == (1, 2, 3) and layout.channels == (1, 2)
+    absent = {(a.well, a.site, a.channel, a.z, a.timepoint) for a in layout.absent}
+    assert absent == {(w, s, 2, z, 1) for w in WELLS for s in range(1, 5) for z in (2, 3)}
+
+
+def test_plane_missing_in_one_well_only_is_a_compile_error(tmp_path):
+    root, _ = _plate(tmp_path, "v7", timepoints=1)
+    index = root / "Images" / "Index.xml"
+    _drop_images(index, lambda url: url != "r03c03f01p02-ch2sk1fk1fl1.tiff")
+    with pytest.raises(PlateError, match=r"1 planes missing .*\(C03, 4, 2, 2, 1\)"):
+        open_plate(str(root))
+
+
+def test_padding_copies_are_reported(tmp_path):
+    root, _ = _plate(tmp_path, "v5", timepoints=1)
+    images = root / "Images"
+    copy = images / "r02c02f01p03-ch1sk1fk1fl1.tiff"
+    copy.write_bytes((images / "r02c02f01p02-ch1sk1fk1fl1.tiff").read_bytes())
+    layout = open_plate(str(root))
+    assert layout.padded == (str(copy),)

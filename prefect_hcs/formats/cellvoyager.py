@@ -29,8 +29,8 @@ from prefect_hcs.formats.cellvoyager_xml import (
     parse_mlf,
     parse_mrf,
 )
+from prefect_hcs.formats.completeness import find_padded, plane_completeness
 from prefect_hcs.formats.detect import (
-    check_complete,
     display,
     list_names,
     listed,
@@ -184,7 +184,7 @@ def open_cellvoyager(
         )
     for r in records:
         ensure_inside(fs, root, r["path"], mlf_name)
-    return _layout(fs, url, root, records, detail, warnings)
+    return _layout(fs, url, root, records, detail, warnings, exists)
 
 
 def _layout(
@@ -194,6 +194,7 @@ def _layout(
     records: list[dict[str, Any]],
     detail: MeasurementDetail,
     warnings: list[str],
+    sizes: dict[str, int],
 ) -> PlateLayout:
     where = display(fs, root)
     first = read_tiff_header(fs, records[0]["path"])
@@ -203,7 +204,7 @@ def _layout(
     refs = [_ref(r, site_of) for r in records]
     images = sorted((r for r in refs if r.projection is None), key=plate_sort_key)
     projections = sorted((r for r in refs if r.projection), key=plate_sort_key)
-    check_complete(where, images, f" (from {MLF_NAME})")
+    absent = plane_completeness(where, images, hint=f" (from {MLF_NAME})")
     channels = tuple(sorted({r.channel for r in images}))
     info = {c: i for c, i in _channel_info(detail, records).items() if c in channels}
     z_step = z_spacing_um(images, warnings, where)
@@ -231,4 +232,6 @@ def _layout(
         time_interval_s=time_interval_s(images),
         objective=detail.objective,
         channel_info=info,
+        absent=absent,
+        padded=find_padded(fs, images, sizes),
     )

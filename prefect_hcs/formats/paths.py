@@ -90,24 +90,28 @@ def ensure_inside(fs: AbstractFileSystem, root: str, path: str, where: str) -> N
         )
 
 
-def existing_files(fs: AbstractFileSystem, paths: list[str]) -> set[str]:
-    """The subset of `paths` that are files, from one listing per folder (not one stat each).
+def existing_files(fs: AbstractFileSystem, paths: list[str]) -> dict[str, int]:
+    """{path: size in bytes} of those `paths` that are files, from one listing per folder.
 
-    Presence is checked on exactly the normalised paths the handler will read.
+    Presence is checked on exactly the normalised paths the handler will read; the sizes come
+    free with the listing (padding detection uses them).
     """
     by_folder: dict[str, list[str]] = {}
     for path in paths:
         by_folder.setdefault(path.rsplit("/", 1)[0] or "/", []).append(path)
-    found: set[str] = set()
+    found: dict[str, int] = {}
     for folder, members in by_folder.items():
         try:
             entries = fs.ls(folder, detail=True)
         except (FileNotFoundError, NotADirectoryError):
             continue
         files = {
-            e["name"].rstrip("/").rsplit("/", 1)[-1]
+            e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0)
             for e in entries
             if e.get("type") != "directory"
         }
-        found.update(p for p in members if p.rsplit("/", 1)[-1] in files)
+        for path in members:
+            name = path.rsplit("/", 1)[-1]
+            if name in files:
+                found[path] = files[name]
     return found

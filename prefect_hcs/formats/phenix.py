@@ -22,9 +22,9 @@ from typing import Any
 from fsspec.spec import AbstractFileSystem
 
 from prefect_hcs.formats.acquisition import time_interval_s, z_spacing_um
+from prefect_hcs.formats.completeness import find_padded, plane_completeness
 from prefect_hcs.formats.detect import (
     PHENIX_INDEX_NAMES,
-    check_complete,
     display,
     list_names,
     listed,
@@ -193,7 +193,7 @@ def open_phenix(
     if missing:
         raise _missing_files_error(missing, site_of, where)
     images = _refs(present, site_of)
-    check_complete(where, images)
+    absent = plane_completeness(where, images, hint=f" (from {index_name})")
     images.sort(key=plate_sort_key)
     z_step = z_spacing_um(images, warnings, index_name)
     channels = tuple(sorted({r.channel for r in images}))
@@ -221,4 +221,6 @@ def open_phenix(
         time_interval_s=time_interval_s(images),
         objective=index.objective,
         channel_info=info,
+        absent=absent,
+        padded=find_padded(fs, images, exists),
     )
