@@ -174,3 +174,20 @@ def test_cellvoyager_plate_runs_end_to_end(prefect_server, tmp_path):
     assert scale["coordinateTransformations"][0]["scale"][-1] == pytest.approx(
         truth["pixel_size_um"]
     )
+
+
+def test_channel_taken_at_one_plane_is_absent(tmp_path):
+    _plate(str(tmp_path), sites=1, z=3, timepoints=1, channels=2)
+    mlf = tmp_path / "MeasurementData.mlf"
+    kept = []
+    for line in mlf.read_text().splitlines(keepends=True):
+        name = line.split(">")[1].split("<")[0] if 'bts:Type="IMG"' in line else ""
+        if name.endswith(("Z02C02.tif", "Z03C02.tif")):
+            (tmp_path / name).unlink()
+            continue
+        kept.append(line)
+    mlf.write_text("".join(kept))
+    layout = open_plate(str(tmp_path))
+    absent = {(a.well, a.channel, a.z) for a in layout.absent}
+    assert absent == {(w, 2, z) for w in WELLS for z in (2, 3)}
+    assert layout.padded == ()
