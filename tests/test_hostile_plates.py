@@ -156,3 +156,16 @@ def test_presence_is_checked_on_the_path_that_is_read(tmp_path):
         open_plate(str(root))
     os.replace(root / "Images" / FIRST, root / "Images" / "sub" / FIRST)
     assert open_plate(str(root)).images[0].path.endswith(f"Images/sub/{FIRST}")
+
+
+def test_docs_section_names_a_test_per_row():
+    root = Path(__file__).resolve().parents[1]
+    section = (
+        (root / "docs" / "bad-input.md")
+        .read_text()
+        .split("## Plates that point outside themselves")[1]
+    )
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    named = [row.rstrip(" |").rsplit("`", 2)[-2] for row in rows[1:]]
+    assert len(named) == len(rows) - 1 >= 10
+    assert all(callable(globals().get(name)) for name in named), named
