@@ -94,6 +94,13 @@ def test_symlink_to_etc_passwd_never_echoes_its_bytes(tmp_path):
     assert FIRST in text and "root:" not in text and "/etc/passwd" not in text
 
 
+def test_a_text_file_posing_as_a_plane_is_not_echoed(tmp_path):
+    root, _ = _harmony(tmp_path)
+    (root / "Images" / FIRST).write_text("root:x:0:0:secret-line\n" * 4)
+    text = _one_clear_line(_plan(root))
+    assert FIRST in text and "not a TIFF" in text and "secret-line" not in text
+
+
 def test_symlinks_inside_the_plate_are_fine(tmp_path):
     root, _ = _harmony(tmp_path)
     images = root / "Images"

@@ -8,6 +8,7 @@ that they can use the TIFF helpers here without an import cycle.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from prefect_hcs.formats.layout import ImageRef, PlateError, PlateLayout, split_
 
 FORMATS = ("auto", "imagexpress", "phenix", "cellvoyager")
 PHENIX_INDEX_NAMES = ("Index.idx.xml", "Index.xml")
+_BYTES_RE = re.compile(r"""b(['"]).*?(?<!\\)\1""")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,11 @@ def listed(items: list[str], limit: int = 10) -> str:
     return ", ".join(items[:limit]) + more
 
 
+def _quiet(exc: BaseException) -> str:
+    """An exception's message without the file bytes tifffile quotes (``not a TIFF file b'…'``)."""
+    return _BYTES_RE.sub("<file bytes not shown>", str(exc))
+
+
 def read_tiff(fs: AbstractFileSystem, path: str) -> np.ndarray:
     """Read one 2-D TIFF plane; a missing, corrupt or truncated file raises PlateError naming it."""
     where = display(fs, path)
@@ -84,7 +91,7 @@ def read_tiff(fs: AbstractFileSystem, path: str) -> np.ndarray:
         array = tifffile.imread(io.BytesIO(data), key=0)
     except Exception as exc:  # tifffile raises many types for damaged files
         raise PlateError(
-            f"cannot read TIFF {where} ({len(data)} bytes): {exc}. The file is corrupt or "
+            f"cannot read TIFF {where} ({len(data)} bytes): {_quiet(exc)}. The file is corrupt or "
             "truncated; copy or export it again."
         ) from exc
     array = np.asarray(array)
@@ -107,7 +114,7 @@ def read_tiff_header(fs: AbstractFileSystem, path: str) -> TiffHeader:
     except FileNotFoundError as exc:
         raise PlateError(f"image file not found: {where}") from exc
     except Exception as exc:
-        raise PlateError(f"cannot read the TIFF header of {where}: {exc}") from exc
+        raise PlateError(f"cannot read the TIFF header of {where}: {_quiet(exc)}") from exc
     if len(shape) == 1:
         shape = (1, shape[0])
     if len(shape) != 2:
