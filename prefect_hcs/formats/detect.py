@@ -83,6 +83,12 @@ def read_tiff(fs: AbstractFileSystem, path: str) -> np.ndarray:
     try:
         array = tifffile.imread(io.BytesIO(data), key=0)
     except Exception as exc:  # tifffile raises many types for damaged files
+        if "imagecodecs" in str(exc):
+            raise PlateError(
+                f"cannot decode TIFF {where}: its compression needs the 'imagecodecs' package, "
+                "which is not installed here. Install it (pip install imagecodecs) where the "
+                "plate is read."
+            ) from exc
         raise PlateError(
             f"cannot read TIFF {where} ({len(data)} bytes): {exc}. The file is corrupt or "
             "truncated; copy or export it again."
@@ -93,6 +99,18 @@ def read_tiff(fs: AbstractFileSystem, path: str) -> np.ndarray:
     if array.ndim != 2:
         raise PlateError(f"TIFF {where} holds an array of shape {array.shape}, not a 2-D plane")
     return array
+
+
+def check_decodable(fs: AbstractFileSystem, samples: dict[str, str]) -> None:
+    """Decode one plane per TIFF compression ({compression name: a path using it}).
+
+    Headers say nothing about whether the codec is available; decoding one plane of each
+    compression at compile time turns a failure at the first pixel read of a run into one clear
+    `PlateError` from `plan`.
+    """
+    for compression, path in sorted(samples.items()):
+        if compression.upper() != "NONE":
+            read_tiff(fs, path)
 
 
 def read_tiff_header(fs: AbstractFileSystem, path: str) -> TiffHeader:
@@ -126,17 +144,30 @@ def read_plane(
 
 
 def detect_format(fs: AbstractFileSystem, root: str) -> str:
-    """'imagexpress' if a .HTD file is present, 'phenix' if a Harmony index is; else PlateError."""
+    """'imagexpress' (a .HTD, or MetaXpress-named TIFFs), 'phenix' (a Harmony index); else
+    PlateError naming what the folder holds when it is another vendor's plate or a Zarr store."""
+    from prefect_hcs.formats.identify import describe_foreign
     from prefect_hcs.formats.imagexpress import find_htd
+    from prefect_hcs.formats.imagexpress_scan import looks_like_metaxpress
     from prefect_hcs.formats.phenix import find_index
 
     if find_htd(fs, root) is not None:
         return "imagexpress"
     if find_index(fs, root) is not None:
         return "phenix"
+    if looks_like_metaxpress(fs, root):
+        return "imagexpress"
+    where = display(fs, root)
+    foreign = describe_foreign(fs, root)
+    if foreign:
+        raise PlateError(
+            f"{where} holds {foreign}, which prefect-hcs does not read as a plate. Supported: "
+            "ImageXpress/MetaXpress folders and exports, Opera Phenix/Operetta (Harmony) exports."
+        )
     raise PlateError(
-        f"no plate metadata in {display(fs, root)}: expected an ImageXpress '<plate>.HTD' file "
-        "(in the folder or TimePoint_1/) or an Opera Phenix/Operetta 'Index.idx.xml'/'Index.xml' "
+        f"no plate metadata in {where}: expected an ImageXpress '<plate>.HTD' file or "
+        "MetaXpress images ('<plate>_<well>_s<site>_w<n><GUID>.tif', in the folder or in "
+        "TimePoint_<n>/ZStep_<n>/), or an Opera Phenix/Operetta 'Index.idx.xml'/'Index.xml' "
         "(in the folder or Images/). Point the URL at the plate folder, or pass format=..."
     )
 
