@@ -210,6 +210,13 @@ def plan_cmd(
     if as_json:
         sys.stdout.write(json.dumps(plan.summary_json(), indent=1) + "\n")
         return
+    if plan.layout:
+        from prefect_hcs.formats.report import layout_lines
+
+        found = Table(title=f"Plate {plan.plate_id}: what was found", show_header=False)
+        for label, text in layout_lines(plan.layout):
+            found.add_row(label, text)
+        console.print(found)
     table = Table(title=f"Plan of {plan.plate_id} ({plan.pipeline_name})")
     for col in ("step", "read", "write", "materialized", "why (materialized)"):
         table.add_column(col)

@@ -20,6 +20,7 @@ from prefect_hcs.config.resolver import ResolvedConfig, resolve
 from prefect_hcs.errors import UserFacingError
 from prefect_hcs.formats.layout import PlateLayout
 from prefect_hcs.formats.omezarr import parse_well
+from prefect_hcs.formats.report import layout_report
 from prefect_hcs.pipeline.model import Pipeline, Step
 from prefect_hcs.pipeline.plan import (
     PLATE_TASKS,
@@ -29,6 +30,7 @@ from prefect_hcs.pipeline.plan import (
     StepPlan,
     fingerprint_of,
 )
+from prefect_hcs.pipeline.planes import select_planes
 from prefect_hcs.pipeline.wells import WellFilterError, select_wells
 
 SECRET_KEYS = ("password", "passwd", "secret", "token", "key")
@@ -365,6 +367,9 @@ def compile_plate(
 
     base = resolve(global_layer, pipeline_layer)
     per_step = [resolve(global_layer, pipeline_layer, s.config) for s in steps]
+    found = layout_report(layout)
+    layout, notes, problems = select_planes(layout, base, per_step)
+    ctx.layout, ctx.warnings, ctx.problems = layout, ctx.warnings + notes, ctx.problems + problems
 
     # wells ------------------------------------------------------------------------------------
     try:
@@ -710,6 +715,7 @@ def compile_plate(
         resolved_config={s.name: r.to_json() for s, r in zip(steps, per_step, strict=True)},
         step_plans=tuple(plans),
         warnings=tuple(ctx.warnings),
+        layout=found,
     )
     content = plate_plan.model_dump(mode="json", exclude={"fingerprint", "step_plans"})
     content["step_fingerprints"] = [p.fingerprint for p in plans]

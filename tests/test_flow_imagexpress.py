@@ -1,0 +1,122 @@
+"""MetaXpress acquisition folders and exports through `plan` and a full run (real Prefect server)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prefect_hcs.formats.synthetic_imagexpress import MIXED_CHANNELS, make_imagexpress_plate
+from prefect_hcs.formats.validate_zarr import validate_plate
+
+pytestmark = pytest.mark.server
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("prefect-hcs")), *args],
+        capture_output=True, text=True, env=os.environ, timeout=300,
+    )  # fmt: skip
+
+
+def _zarr_attrs(zarr_url: str, *parts: str) -> dict:
+    return json.loads(Path(zarr_url, *parts, "zarr.json").read_text())["attributes"]["ome"]
+
+
+def _run(plate: str, **params):
+    from prefect_hcs.runtime.flow import process_plate
+
+    return process_plate(plate=plate, return_state=True, **params)
+
+
+def test_acquisition_folder_plan_json_reports_the_layout(tmp_path: Path) -> None:
+    truth = make_imagexpress_plate(
+        str(tmp_path), variant="acquisition", wells=["B03", "C04"], sites=4,
+        channels=MIXED_CHANNELS, z=3, timepoints=2, size=64,
+    )  # fmt: skip
+    done = _cli("plan", truth["plate_path"], "--json")
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)["layout"]
+    assert found["vendor"] == "imagexpress" and found["variant"] == "MetaXpress acquisition"
+    assert found["wells"] == ["B03", "C04"] and found["grid"] == [2, 2]
+    assert [s["x_um"] for s in found["sites"]] == [
+        truth["wells"]["B03"]["stage_positions_um"][str(s)][0] for s in (1, 2, 3, 4)
+    ]
+    assert [(c["channel"], c["name"], c["in_stack"]) for c in found["channels"]] == [
+        (1, "DAPI", True), (2, "FITC", True), (3, "Cy5", False), (4, "TexasRed", True),
+    ]  # fmt: skip
+    assert found["z"] == {"count": 3, "spacing_um": truth["z_step_um"]}
+    assert found["timepoints"] == {"count": 2, "interval_s": truth["interval_s"]}
+    assert found["pixel_size_um"] == truth["pixel_size_um"]
+    assert found["projections"] == {"count": 32, "channels": [1, 3], "methods": ["maximum"]}
+    assert found["absent"]["channel_z_t"] == sorted(truth["absent"])
+    assert found["padded"]["count"] == 0
+    table = _cli("plan", truth["plate_path"])
+    assert table.returncode == 0, table.stderr
+    assert "MetaXpress acquisition" in table.stdout and "did not acquire" in table.stdout
+
+
+def test_export_plan_reports_padding(tmp_path: Path) -> None:
+    truth = make_imagexpress_plate(
+        str(tmp_path), variant="export", wells=["A01"], sites=2, channels=MIXED_CHANNELS,
+        z=3, timepoints=1, size=48,
+    )  # fmt: skip
+    done = _cli("plan", truth["plate_path"], "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["layout"]["variant"] == "MetaXpress export"
+    assert report["layout"]["padded"]["count"] == len(truth["padded"]) == 2 * (2 + 3)
+    assert any("byte-identical copies" in w for w in report["warnings"])
+
+
+def test_bad_plane_source_is_one_clear_line(tmp_path: Path) -> None:
+    truth = make_imagexpress_plate(
+        str(tmp_path / "p"), variant="export", wells=["A01"], sites=2, channels=1, z=1, size=32
+    )
+    layer = tmp_path / "pipeline.yaml"
+    layer.write_text("vfs_config:\n  plane_source: projections\n")
+    done = _cli("plan", truth["plate_path"], "--pipeline-config", str(layer))
+    assert done.returncode != 0
+    assert "has no instrument projections" in " ".join((done.stderr + done.stdout).split())
+    assert "Traceback" not in done.stderr
+
+
+def _check_zarr(zarr_url: str, truth: dict, channel_names: list[str]) -> None:
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    assert validate_plate(zarr_url) == []
+    nodes = list(Reader(parse_url(zarr_url))())
+    assert nodes[0].metadata["channel_names"] == channel_names
+    wells = [w["path"] for w in _zarr_attrs(zarr_url)["plate"]["wells"]]
+    assert wells == [f"{w[0]}/{int(w[1:])}" for w in truth["wells"]]
+    field = _zarr_attrs(zarr_url, wells[0], "0")["multiscales"][0]
+    scale = field["datasets"][0]["coordinateTransformations"][0]["scale"]
+    assert scale[-1] == pytest.approx(truth["pixel_size_um"])
+
+
+def test_acquisition_folder_full_run_stack(prefect_server, tmp_path: Path) -> None:
+    truth = make_imagexpress_plate(
+        str(tmp_path / "acq"), variant="acquisition", wells=["B03", "C04"], sites=4,
+        channels=MIXED_CHANNELS, z=3, timepoints=2, size=128, seed=4,
+    )  # fmt: skip
+    state = _run(truth["plate_path"], global_config=None)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    _check_zarr(summary["output"], truth, ["DAPI", "FITC", "TexasRed"])
+
+
+def test_export_full_run_projections(prefect_server, tmp_path: Path) -> None:
+    truth = make_imagexpress_plate(
+        str(tmp_path / "exp"), variant="export", wells=["A01", "B02"], sites=4,
+        channels=MIXED_CHANNELS, z=3, timepoints=1, size=128, seed=6,
+    )  # fmt: skip
+    layer = tmp_path / "pipeline.yaml"
+    layer.write_text("vfs_config:\n  plane_source: projections\n")
+    state = _run(truth["plate_path"], pipeline_config=str(layer))
+    assert state.is_completed(), state.message
+    _check_zarr(state.result()["output"], truth, ["DAPI", "Cy5"])
