@@ -130,11 +130,30 @@ def make_plate_cmd(
     size: Annotated[int, typer.Option(help="Tile edge in pixels.")] = 256,
     overlap: Annotated[float, typer.Option()] = 0.1,
     seed: Annotated[int, typer.Option()] = 0,
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            help="imagexpress only: 'acquisition' (instrument folder, no .HTD) or 'export' "
+            "(HTD, TimePoint_/ZStep_ folders), MetaSeries XML + LZW. Default: the classic plate."
+        ),
+    ] = None,
+    timepoints: Annotated[int, typer.Option(help="Timepoints (with --variant).")] = 1,
+    mixed: Annotated[
+        bool,
+        typer.Option(
+            help="With --variant: a mixed acquisition (DAPI stack + projection, FITC one plane, "
+            "Cy5 projection only, TexasRed only at timepoint 1)."
+        ),
+    ] = False,
 ) -> None:
     """Write a realistic synthetic plate plus ground_truth.json (nuclei counts, tile positions)."""
     from prefect_hcs.formats.synthetic import make_plate
 
     well_list = _parse_wells(wells)
+    if variant is not None:
+        _make_metaxpress(out, format, variant, well_list, sites, channels, z, timepoints, size,
+                         overlap, seed, mixed)  # fmt: skip
+        return
     truth = make_plate(
         out,
         format=format,
@@ -150,6 +169,31 @@ def make_plate_cmd(
     console.print(
         f"wrote a {format} plate: {len(well_list)} wells × {sites} sites × {channels} channels × "
         f"{z} z at {size}² → {out} ({total} nuclei; ground truth in ground_truth.json)"
+    )
+
+
+def _make_metaxpress(
+    out: str, format: str, variant: str, wells: list[str], sites: int, channels: int, z: int,
+    timepoints: int, size: int, overlap: float, seed: int, mixed: bool,
+) -> None:  # fmt: skip
+    from prefect_hcs.formats.synthetic_imagexpress import MIXED_CHANNELS, make_imagexpress_plate
+
+    if format != "imagexpress" or variant not in ("acquisition", "export"):
+        _fail(
+            f"--variant {variant!r} with --format {format!r}: variants exist for imagexpress "
+            "only, and are 'acquisition' or 'export'"
+        )
+    try:
+        truth = make_imagexpress_plate(
+            out, variant=variant, wells=wells, sites=sites, z=z, timepoints=timepoints,  # type: ignore[arg-type]
+            channels=MIXED_CHANNELS if mixed else channels, size=size, overlap=overlap, seed=seed,
+        )  # fmt: skip
+    except ValueError as exc:
+        _fail(f"make-plate: {exc}")
+    console.print(
+        f"wrote a {truth['variant']} plate: {len(wells)} wells × {sites} sites × "
+        f"{len(truth['channels'])} channels × {z} z × {timepoints} t at {size}² → "
+        f"{truth['plate_path']} (ground truth in {out}/ground_truth.json)"
     )
 
 

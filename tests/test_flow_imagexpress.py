@@ -120,3 +120,22 @@ def test_export_full_run_projections(prefect_server, tmp_path: Path) -> None:
     state = _run(truth["plate_path"], pipeline_config=str(layer))
     assert state.is_completed(), state.message
     _check_zarr(state.result()["output"], truth, ["DAPI", "Cy5"])
+
+
+def test_make_plate_cli_variants(tmp_path: Path) -> None:
+    made = _cli(
+        "make-plate", str(tmp_path / "acq"), "--variant", "acquisition", "--mixed",
+        "--wells", "A01,A02", "--sites", "2", "--timepoints", "2", "--size", "48",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    truth = json.loads((tmp_path / "acq" / "ground_truth.json").read_text())
+    assert truth["variant"] == "MetaXpress acquisition" and len(truth["channels"]) == 4
+    done = _cli("plan", truth["plate_path"], "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["layout"]["projections"]["channels"] == [1, 3]
+    classic = _cli("make-plate", str(tmp_path / "classic"), "--wells", "A01", "--size", "48")
+    assert classic.returncode == 0 and (tmp_path / "classic" / "SynthPlate.HTD").exists()
+    bad = _cli("make-plate", str(tmp_path / "x"), "--format", "phenix", "--variant", "export")
+    assert bad.returncode == 2 and "variants exist for imagexpress only" in " ".join(
+        bad.stderr.split()
+    )
