@@ -57,7 +57,7 @@ def test_acquisition_folder_plan_json_reports_the_layout(tmp_path: Path) -> None
     assert found["padded"]["count"] == 0
     table = _cli("plan", truth["plate_path"])
     assert table.returncode == 0, table.stderr
-    assert "MetaXpress acquisition" in table.stdout and "did not acquire" in table.stdout
+    assert "MetaXpress acquisition" in table.stdout and "not acquired" in table.stdout
 
 
 def test_export_plan_reports_padding(tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_export_plan_reports_padding(tmp_path: Path) -> None:
     report = json.loads(done.stdout)
     assert report["layout"]["variant"] == "MetaXpress export"
     assert report["layout"]["padded"]["count"] == len(truth["padded"]) == 2 * (2 + 3)
-    assert any("byte-identical copies" in w for w in report["warnings"])
+    assert any("byte-identical padding" in w for w in report["warnings"])
 
 
 def test_bad_plane_source_is_one_clear_line(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 `vfs_config.plane_source` chooses (pipeline-wide, resolved with provenance like every setting).
 Reading projections swaps `layout.projections` in for `layout.images` (as single planes, z = 1)
-before anything else is planned, so the rest of the compiler never needs to know. Either way the
-plan warns about planes the instrument did not acquire (filled with zeros) and export padding.
+before anything else is planned, so the rest of the compiler (and its warnings about absent and
+padded planes, `pipeline.physical`) never needs to know which was chosen.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect_hcs.formats.completeness import plane_completeness
-from prefect_hcs.formats.layout import PlaneKey, PlateError, PlateLayout
+from prefect_hcs.formats.layout import PlateError, PlateLayout
 
 FIELD = "vfs_config.plane_source"
 
@@ -19,19 +19,6 @@ FIELD = "vfs_config.plane_source"
 def _value(resolved: Any) -> str:
     value = resolved.value(FIELD)
     return str(getattr(value, "value", value))
-
-
-def _absent_summary(absent: tuple[PlaneKey, ...]) -> str:
-    """'channel 2 at z 2-3 t 1-2' style summary of the distinct absent (channel, z, t)."""
-    combos: dict[int, tuple[set[int], set[int]]] = {}
-    for a in absent:
-        zs, ts = combos.setdefault(a.channel, (set(), set()))
-        zs.add(a.z)
-        ts.add(a.timepoint)
-    parts = [
-        f"channel {c} at z {sorted(zs)} t {sorted(ts)}" for c, (zs, ts) in sorted(combos.items())
-    ]
-    return "; ".join(parts)
 
 
 def _projection_layout(layout: PlateLayout) -> PlateLayout:
@@ -83,15 +70,4 @@ def select_planes(
             layout = _projection_layout(layout)
         except PlateError as exc:
             return layout, [], [*errors, f"{where}: {exc}"]
-    warnings = []
-    if layout.absent:
-        warnings.append(
-            f"the pipeline reads {len(layout.absent)} plane(s) the instrument did not acquire "
-            f"({_absent_summary(layout.absent)}); they are filled with zeros"
-        )
-    if layout.padded:
-        warnings.append(
-            f"{len(layout.padded)} plane(s) are byte-identical copies the export padded in "
-            f"(e.g. {layout.padded[0]}); they are read as planes, not new data"
-        )
-    return layout, warnings, errors
+    return layout, [], errors
