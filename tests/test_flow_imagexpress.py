@@ -139,3 +139,34 @@ def test_make_plate_cli_variants(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "variants exist for imagexpress only" in " ".join(
         bad.stderr.split()
     )
+
+
+def test_acquisition_physical_metadata_reaches_the_ome_zarr(prefect_server, tmp_path: Path) -> None:
+    """A pipeline that keeps z, t and every site: z spacing, interval and stage translations."""
+    truth = make_imagexpress_plate(
+        str(tmp_path / "acq"), variant="acquisition", wells=["B03"], sites=4,
+        channels=2, z=3, timepoints=2, size=64, seed=2, z_step_um=1.25, interval_s=600.0,
+    )  # fmt: skip
+    pipeline = {"name": "keep", "steps": [{"name": "normalize", "func": "percentile_normalize"}]}
+    state = _run(truth["plate_path"], pipeline=pipeline)
+    assert state.is_completed(), state.message
+    zarr_url = state.result()["output"]
+    assert validate_plate(zarr_url) == []
+    stage = truth["wells"]["B03"]["stage_positions_um"]
+    x0 = min(p[0] for p in stage.values())
+    y0 = min(p[1] for p in stage.values())
+    for field in range(4):
+        ms = _zarr_attrs(zarr_url, "B", "3", str(field))["multiscales"][0]
+        scale, shift = ms["datasets"][0]["coordinateTransformations"]
+        assert scale["scale"] == pytest.approx(
+            [600.0, 1.0, 1.25, truth["pixel_size_um"], truth["pixel_size_um"]]
+        )
+        x, y = stage[str(field + 1)]
+        assert shift["translation"][-2:] == pytest.approx([y - y0, x - x0])
+        assert [a.get("unit") for a in ms["axes"]] == [
+            "second",
+            None,
+            "micrometer",
+            "micrometer",
+            "micrometer",
+        ]

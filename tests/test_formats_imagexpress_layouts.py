@@ -141,20 +141,50 @@ def test_htd_contradicting_the_files_warns_and_the_files_win(tmp_path: Path) -> 
     assert any("'GFP'" in w and "using 'FITC'" in w for w in layout.warnings)
 
 
-def test_unreadable_codec_data_fails_at_plan_naming_the_file(tmp_path: Path) -> None:
+def _set_compression_tag(path: Path, code: int) -> None:
+    """Rewrite a TIFF's Compression tag in place (the pixels stay as written)."""
+    with tifffile.TiffFile(path) as tif:
+        offset = tif.pages.first.tags["Compression"].valueoffset
+    data = bytearray(path.read_bytes())
+    data[offset : offset + 2] = code.to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.tif") if "_thumb" not in p.name)
+
+
+def test_a_codec_nobody_here_decodes_fails_at_plan_naming_the_file(tmp_path: Path) -> None:
     truth = make_imagexpress_plate(
-        str(tmp_path), variant="export", wells=["A01"], sites=1, channels=1, z=1, size=64
+        str(tmp_path), variant="export", wells=["A01", "B01"], sites=2, channels=1, z=1, size=48
     )
-    [image] = [p for p in (tmp_path / "TimePoint_1").iterdir() if "_thumb" not in p.name]
-    with tifffile.TiffFile(image) as tif:
-        page = tif.pages.first
-        offset, count = page.dataoffsets[0], page.databytecounts[0]
-    data = bytearray(image.read_bytes())
-    data[offset : offset + count] = b"\xff" * count  # header intact, LZW stream garbage
-    image.write_bytes(bytes(data))
-    with pytest.raises(PlateError, match=rf"cannot read TIFF {image}") as err:
+    for image in _images(tmp_path):
+        _set_compression_tag(image, 60001)  # what a plate from an unknown encoder looks like
+    first = _images(tmp_path)[0]
+    with pytest.raises(PlateError, match=rf"cannot read TIFF {first} .*60001") as err:
         open_plate(truth["plate_path"])
     assert "\n" not in str(err.value)
+
+
+def test_one_damaged_file_is_a_warning_not_a_plate_failure(tmp_path: Path) -> None:
+    truth = make_imagexpress_plate(
+        str(tmp_path), variant="export", wells=["A01", "B01"], sites=2, channels=1, z=1, size=64
+    )
+    damaged = _images(tmp_path)[0]
+    with tifffile.TiffFile(damaged) as tif:
+        page = tif.pages.first
+        offset, count = page.dataoffsets[0], page.databytecounts[0]
+    data = bytearray(damaged.read_bytes())
+    data[offset : offset + count] = b"\xff" * count  # header intact, LZW stream garbage
+    damaged.write_bytes(bytes(data))
+    truncated = _images(tmp_path)[-1]
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    layout = open_plate(truth["plate_path"])
+    assert len(layout.images) == 4
+    assert any(f"cannot read TIFF {damaged}" in w for w in layout.warnings)
+    assert any(str(truncated) in w and "its well fails" in w for w in layout.warnings)
+    with pytest.raises(PlateError, match=str(damaged)):
+        read_plane(layout.url, layout.images[0])
 
 
 def test_broken_metaseries_xml_names_the_file(tmp_path: Path) -> None:
@@ -211,3 +241,27 @@ def test_generator_writes_ground_truth_outside_the_plate(tmp_path: Path) -> None
         == truth["plate_path"]
     )
     assert not list(Path(truth["plate_path"]).rglob("ground_truth.json"))
+
+
+def test_mixed_image_sizes_are_one_clear_error(tmp_path: Path) -> None:
+    truth = make_imagexpress_plate(
+        str(tmp_path), variant="export", wells=["A01"], sites=1, channels=2, z=1, size=48
+    )
+    [w2] = [
+        p
+        for p in (tmp_path / "TimePoint_1").iterdir()
+        if "_w2" in p.name and "_thumb" not in p.name
+    ]
+    with tifffile.TiffFile(w2) as tif:
+        description = tif.pages.first.description
+    tifffile.imwrite(
+        w2,
+        np.zeros((24, 24), np.uint16),
+        description=description,
+        software="MetaSeries",
+        metadata=None,
+    )
+    with pytest.raises(
+        PlateError, match=rf"{w2.name} is a 24x24 uint16 image but .* is 48x48 uint16"
+    ):
+        open_plate(truth["plate_path"])

@@ -8,6 +8,7 @@ that they can use the TIFF helpers here without an import cycle.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,16 +102,32 @@ def read_tiff(fs: AbstractFileSystem, path: str) -> np.ndarray:
     return array
 
 
-def check_decodable(fs: AbstractFileSystem, samples: dict[str, str]) -> None:
-    """Decode one plane per TIFF compression ({compression name: a path using it}).
+def check_decodable(
+    fs: AbstractFileSystem, samples: Mapping[str, str | Sequence[str]]
+) -> list[str]:
+    """Decode one plane per TIFF compression ({compression name: path(s) using it}).
 
-    Headers say nothing about whether the codec is available; decoding one plane of each
+    Headers say nothing about whether the codec is available; decoding a plane of each
     compression at compile time turns a failure at the first pixel read of a run into one clear
-    `PlateError` from `plan`.
+    `PlateError` from `plan`. When a sample fails but another file of the same compression
+    decodes, the codec works and that file is damaged: a warning (its well fails when read).
     """
-    for compression, path in sorted(samples.items()):
-        if compression.upper() != "NONE":
-            read_tiff(fs, path)
+    warnings: list[str] = []
+    for compression, paths in sorted(samples.items()):
+        paths = [paths] if isinstance(paths, str) else list(paths)
+        if compression.upper() == "NONE" or not paths:
+            continue
+        failures: list[PlateError] = []
+        for path in paths:
+            try:
+                read_tiff(fs, path)
+                break
+            except PlateError as exc:
+                failures.append(exc)
+        else:
+            raise failures[0]
+        warnings += [str(exc) for exc in failures]
+    return warnings
 
 
 def read_tiff_header(fs: AbstractFileSystem, path: str) -> TiffHeader:

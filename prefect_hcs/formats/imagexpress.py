@@ -42,19 +42,36 @@ __all__ = ["find_htd", "open_imagexpress", "parse_filename"]
 
 
 class _Headers:
-    """Reads MetaSeries headers once each, and remembers one path per TIFF compression."""
+    """Reads MetaSeries headers once each; remembers a few paths per TIFF compression.
+
+    Metadata reads are lenient (`maybe`): a damaged file must fail its own well when its pixels
+    are read, not the whole plate at compile time. Only the first plane (shape, dtype) is strict.
+    """
+
+    SAMPLES = 3
 
     def __init__(self, fs: AbstractFileSystem) -> None:
         self.fs = fs
         self.cache: dict[str, PlaneMeta] = {}
-        self.by_compression: dict[str, str] = {}
+        self.by_compression: dict[str, list[str]] = {}
+        self.unreadable: list[str] = []
 
     def __call__(self, path: str) -> PlaneMeta:
         if path not in self.cache:
             meta = read_plane_meta(self.fs, path)
             self.cache[path] = meta
-            self.by_compression.setdefault(meta.compression, path)
+            samples = self.by_compression.setdefault(meta.compression, [])
+            if len(samples) < self.SAMPLES:
+                samples.append(path)
         return self.cache[path]
+
+    def maybe(self, path: str) -> PlaneMeta | None:
+        """The header, or None (remembered for a warning) when the file cannot be read."""
+        try:
+            return self(path)
+        except PlateError as exc:
+            self.unreadable.append(str(exc))
+            return None
 
 
 def _ref(f: Found, z: int | None = None, projection: str | None = None) -> ImageRef:
@@ -72,7 +89,8 @@ def _split_projections(
     method: dict[int, str | None] = {}
     for f in scan.files:
         if f.level != "flat" and (f.level == "beside" or f.z == 0) and f.channel not in method:
-            method[f.channel] = headers(f.path).projection
+            meta = headers.maybe(f.path)
+            method[f.channel] = meta.projection if meta else None
     images: list[ImageRef] = []
     projections: list[ImageRef] = []
     for f in scan.files:
@@ -95,11 +113,17 @@ def _split_projections(
 
 
 def _fields_meta(images: list[ImageRef], headers: _Headers) -> dict[tuple[str, int], PlaneMeta]:
-    """One header per (well, site): the first plane of the field."""
-    first: dict[tuple[str, int], ImageRef] = {}
+    """One header per (well, site): its first plane, or the next one when that is unreadable."""
+    planes: dict[tuple[str, int], list[ImageRef]] = {}
     for ref in images:
-        first.setdefault((ref.well, ref.site), ref)
-    return {key: headers(ref.path) for key, ref in first.items()}
+        planes.setdefault((ref.well, ref.site), []).append(ref)
+    out: dict[tuple[str, int], PlaneMeta] = {}
+    for key, refs in planes.items():
+        for ref in refs[:3]:
+            if (meta := headers.maybe(ref.path)) is not None:
+                out[key] = meta
+                break
+    return out
 
 
 def _z_positions(images: list[ImageRef], headers: _Headers) -> dict[str, float]:
@@ -116,7 +140,8 @@ def _z_positions(images: list[ImageRef], headers: _Headers) -> dict[str, float]:
         if (r.well, r.site, r.timepoint, r.channel)
         == (ref0.well, ref0.site, ref0.timepoint, channel)
     ]
-    return {r.path: z for r in stack if (z := headers(r.path).z_um) is not None}
+    metas = {r.path: headers.maybe(r.path) for r in stack}
+    return {path: m.z_um for path, m in metas.items() if m is not None and m.z_um is not None}
 
 
 def _spacing(values: list[float]) -> float | None:
@@ -130,7 +155,8 @@ def _time_meta(images: list[ImageRef], headers: _Headers) -> dict[str, Any]:
     first: dict[int, ImageRef] = {}
     for ref in images:
         first.setdefault(ref.timepoint, ref)
-    return {r.path: when for r in first.values() if (when := headers(r.path).acquired_at)}
+    metas = {r.path: headers.maybe(r.path) for r in first.values()}
+    return {path: m.acquired_at for path, m in metas.items() if m is not None and m.acquired_at}
 
 
 def _channel_meta(
@@ -144,7 +170,7 @@ def _channel_meta(
     objective = None
     warnings = []
     for channel, ref in sorted(first.items()):
-        meta = headers(ref.path)
+        meta = headers.maybe(ref.path) or PlaneMeta(shape=(0, 0), dtype="", compression="")
         objective = objective or meta.objective
         name = meta.illumination or htd_names.get(channel) or f"w{channel}"
         declared = htd_names.get(channel)
@@ -309,7 +335,12 @@ def _build_layout(
         warnings += well_warnings(display(fs, htd_path or ""), htd, expect["plate"], wells)
     overlap, more = _overlap(grid, fields, wells[0], first.shape, first.pixel_size_um)
     warnings += more
-    check_decodable(fs, headers.by_compression)
+    _check_same_planes(fs, headers, images[0].path)
+    warnings += check_decodable(fs, headers.by_compression)
+    warnings += [
+        f"{m} Its metadata is unknown; its well fails when the file is read."
+        for m in headers.unreadable
+    ]
     is_export = htd is not None or scan.has_zstep0
     time_values = [t.timestamp() for _, t in sorted(times.items(), key=lambda kv: kv[1])]
     prefixes = {f.prefix for f in scan.files}
@@ -340,6 +371,19 @@ def _build_layout(
         absent=absent,
         padded=find_padded(fs, images + projections, scan.sizes) if is_export else (),
     )
+
+
+def _check_same_planes(fs: AbstractFileSystem, headers: _Headers, first_path: str) -> None:
+    """Every header read must show the first plane's shape and dtype (one array per field)."""
+    first = headers(first_path)
+    for path, meta in headers.cache.items():
+        if meta.dtype and (meta.shape, meta.dtype) != (first.shape, first.dtype):
+            raise PlateError(
+                f"{display(fs, path)} is a {meta.shape[0]}x{meta.shape[1]} {meta.dtype} image but "
+                f"{display(fs, first_path)} is {first.shape[0]}x{first.shape[1]} {first.dtype}: "
+                "every plane of a plate must have the same size and pixel type (the plate mixes "
+                "acquisitions or binning settings); export the wavelengths as separate plates"
+            )
 
 
 def _grid(

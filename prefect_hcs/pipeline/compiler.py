@@ -88,6 +88,9 @@ def _plate_number(layout: PlateLayout) -> str:
     return layout.plate_id.removeprefix("plate_")
 
 
+_IDENTITY = {"well", "site", "channel", "z", "timepoint", "path", "projection"}
+
+
 class _Context:
     """Mutable state of one compilation (collects every problem before raising)."""
 
@@ -461,7 +464,8 @@ def compile_plate(
         {
             "plate": layout.plate_id,
             "url": layout.url,
-            "images": [r.model_dump() for r in layout.images],
+            # the plane index only: metadata read from headers must not change which plate it is
+            "images": [r.model_dump(include=_IDENTITY) for r in layout.images],
         }
     )
     inter_root = (
