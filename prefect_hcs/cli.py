@@ -120,7 +120,17 @@ def main() -> None:  # pragma: no cover
 @app.command("make-plate")
 def make_plate_cmd(
     out: Annotated[str, typer.Argument(help="Folder (or fsspec URL) to write the plate into.")],
-    format: Annotated[str, typer.Option(help="imagexpress or phenix.")] = "imagexpress",
+    format: Annotated[
+        str, typer.Option(help="imagexpress, phenix, operetta or cellvoyager.")
+    ] = "imagexpress",
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            help="phenix/operetta: the Harmony index, v5 (Index.idx.xml) or v7 (Index.xml); "
+            "imagexpress: 'acquisition' (instrument folder, no .HTD) or 'export' (HTD, "
+            "TimePoint_/ZStep_ folders), MetaSeries XML + LZW. Default: the classic plate."
+        ),
+    ] = None,
     wells: Annotated[
         str, typer.Option(help="Comma-separated wells, or a count N.")
     ] = "A01,A02,B01,B02",
@@ -130,13 +140,6 @@ def make_plate_cmd(
     size: Annotated[int, typer.Option(help="Tile edge in pixels.")] = 256,
     overlap: Annotated[float, typer.Option()] = 0.1,
     seed: Annotated[int, typer.Option()] = 0,
-    variant: Annotated[
-        str | None,
-        typer.Option(
-            help="imagexpress only: 'acquisition' (instrument folder, no .HTD) or 'export' "
-            "(HTD, TimePoint_/ZStep_ folders), MetaSeries XML + LZW. Default: the classic plate."
-        ),
-    ] = None,
     timepoints: Annotated[int, typer.Option(help="Timepoints (with --variant).")] = 1,
     mixed: Annotated[
         bool,
@@ -147,24 +150,20 @@ def make_plate_cmd(
     ] = False,
 ) -> None:
     """Write a realistic synthetic plate plus ground_truth.json (nuclei counts, tile positions)."""
-    from prefect_hcs.formats.synthetic import make_plate
+    from prefect_hcs.formats.generators import make_any_plate
 
     well_list = _parse_wells(wells)
-    if variant is not None:
-        _make_metaxpress(out, format, variant, well_list, sites, channels, z, timepoints, size,
-                         overlap, seed, mixed)  # fmt: skip
+    if format == "imagexpress" and variant is not None:
+        _make_metaxpress(out, variant, well_list, sites, channels, z, timepoints, size, overlap,
+                         seed, mixed)  # fmt: skip
         return
-    truth = make_plate(
-        out,
-        format=format,
-        wells=well_list,
-        sites=sites,
-        channels=channels,
-        z=z,
-        size=size,
-        overlap=overlap,
-        seed=seed,  # fmt: skip
-    )
+    options = dict(wells=well_list, sites=sites, channels=channels, z=z, size=size)
+    try:
+        truth = make_any_plate(
+            out, format=format, variant=variant, overlap=overlap, seed=seed, **options
+        )
+    except (*_user_errors(), ValueError) as exc:
+        _fail(str(exc))
     total = sum(w["nuclei"] for w in truth["wells"].values())
     console.print(
         f"wrote a {format} plate: {len(well_list)} wells × {sites} sites × {channels} channels × "
@@ -173,16 +172,13 @@ def make_plate_cmd(
 
 
 def _make_metaxpress(
-    out: str, format: str, variant: str, wells: list[str], sites: int, channels: int, z: int,
+    out: str, variant: str, wells: list[str], sites: int, channels: int, z: int,
     timepoints: int, size: int, overlap: float, seed: int, mixed: bool,
 ) -> None:  # fmt: skip
     from prefect_hcs.formats.synthetic_imagexpress import MIXED_CHANNELS, make_imagexpress_plate
 
-    if format != "imagexpress" or variant not in ("acquisition", "export"):
-        _fail(
-            f"--variant {variant!r} with --format {format!r}: variants exist for imagexpress "
-            "only, and are 'acquisition' or 'export'"
-        )
+    if variant not in ("acquisition", "export"):
+        _fail(f"--variant {variant!r} is not valid for imagexpress: use acquisition or export")
     try:
         truth = make_imagexpress_plate(
             out, variant=variant, wells=wells, sites=sites, z=z, timepoints=timepoints,  # type: ignore[arg-type]

@@ -208,7 +208,7 @@ def test_date_folder_points_at_the_acquisition(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("files", "named"),
     [
-        (["MeasurementData.mlf", "MeasurementDetail.mrf"], "Yokogawa CellVoyager"),
+        (["MeasurementDetail.mrf", "plate.wpi"], "Yokogawa CellVoyager"),
         (["plate.xdce"], "IN Cell Analyzer"),
         (["analysis.cppipe", "Image.csv"], "CellProfiler"),
         (["zarr.json"], "Zarr v3 store"),
@@ -263,5 +263,34 @@ def test_mixed_image_sizes_are_one_clear_error(tmp_path: Path) -> None:
     )
     with pytest.raises(
         PlateError, match=rf"{w2.name} is a 24x24 uint16 image but .* is 48x48 uint16"
+    ):
+        open_plate(truth["plate_path"])
+
+
+def test_plane_symlinked_out_of_the_plate_and_wells_off_the_plate(tmp_path: Path) -> None:
+    truth = make_imagexpress_plate(
+        str(tmp_path / "p"),
+        variant="export",
+        wells=["A01", "B01"],
+        sites=1,
+        channels=1,
+        z=1,
+        size=32,
+    )
+    outside = tmp_path / "outside.tif"
+    outside.write_bytes(b"secret")
+    [victim] = [p for p in _images(tmp_path / "p") if "_B01" in p.name]
+    good = victim.read_bytes()
+    victim.unlink()
+    victim.symlink_to(outside)
+    with pytest.raises(PlateError, match="resolves to a file outside the plate folder") as err:
+        open_plate(truth["plate_path"])
+    assert "secret" not in str(err.value)
+    victim.unlink()
+    victim.write_bytes(good)
+    htd = tmp_path / "p" / "SynthPlate.HTD"
+    htd.write_text(htd.read_text().replace('"YWells", 8', '"YWells", 1'))
+    with pytest.raises(
+        PlateError, match=r"SynthPlate\.HTD: image .* is well A01|outside the plate"
     ):
         open_plate(truth["plate_path"])

@@ -8,6 +8,7 @@ that they can use the TIFF helpers here without an import cycle.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +20,9 @@ from fsspec.spec import AbstractFileSystem
 
 from prefect_hcs.formats.layout import ImageRef, PlateError, PlateLayout, split_well
 
-FORMATS = ("auto", "imagexpress", "phenix")
+FORMATS = ("auto", "imagexpress", "phenix", "cellvoyager")
 PHENIX_INDEX_NAMES = ("Index.idx.xml", "Index.xml")
+_BYTES_RE = re.compile(r"""b(['"]).*?(?<!\\)\1""")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,11 @@ def listed(items: list[str], limit: int = 10) -> str:
     return ", ".join(items[:limit]) + more
 
 
+def _quiet(exc: BaseException) -> str:
+    """An exception's message without the file bytes tifffile quotes (``not a TIFF file b'…'``)."""
+    return _BYTES_RE.sub("<file bytes not shown>", str(exc))
+
+
 def read_tiff(fs: AbstractFileSystem, path: str) -> np.ndarray:
     """Read one 2-D TIFF plane; a missing, corrupt or truncated file raises PlateError naming it."""
     where = display(fs, path)
@@ -91,7 +98,7 @@ def read_tiff(fs: AbstractFileSystem, path: str) -> np.ndarray:
                 "plate is read."
             ) from exc
         raise PlateError(
-            f"cannot read TIFF {where} ({len(data)} bytes): {exc}. The file is corrupt or "
+            f"cannot read TIFF {where} ({len(data)} bytes): {_quiet(exc)}. The file is corrupt or "
             "truncated; copy or export it again."
         ) from exc
     array = np.asarray(array)
@@ -142,7 +149,7 @@ def read_tiff_header(fs: AbstractFileSystem, path: str) -> TiffHeader:
     except FileNotFoundError as exc:
         raise PlateError(f"image file not found: {where}") from exc
     except Exception as exc:
-        raise PlateError(f"cannot read the TIFF header of {where}: {exc}") from exc
+        raise PlateError(f"cannot read the TIFF header of {where}: {_quiet(exc)}") from exc
     if len(shape) == 1:
         shape = (1, shape[0])
     if len(shape) != 2:
@@ -161,8 +168,10 @@ def read_plane(
 
 
 def detect_format(fs: AbstractFileSystem, root: str) -> str:
-    """'imagexpress' (a .HTD, or MetaXpress-named TIFFs), 'phenix' (a Harmony index); else
-    PlateError naming what the folder holds when it is another vendor's plate or a Zarr store."""
+    """'imagexpress' (a .HTD, or MetaXpress-named TIFFs), 'phenix' (a Harmony index),
+    'cellvoyager' (.mlf); else PlateError naming what the folder holds when it is another kind
+    of plate or a Zarr store."""
+    from prefect_hcs.formats.cellvoyager import find_mlf
     from prefect_hcs.formats.identify import describe_foreign
     from prefect_hcs.formats.imagexpress import find_htd
     from prefect_hcs.formats.imagexpress_scan import looks_like_metaxpress
@@ -172,6 +181,8 @@ def detect_format(fs: AbstractFileSystem, root: str) -> str:
         return "imagexpress"
     if find_index(fs, root) is not None:
         return "phenix"
+    if find_mlf(fs, root) is not None:
+        return "cellvoyager"
     if looks_like_metaxpress(fs, root):
         return "imagexpress"
     where = display(fs, root)
@@ -179,13 +190,15 @@ def detect_format(fs: AbstractFileSystem, root: str) -> str:
     if foreign:
         raise PlateError(
             f"{where} holds {foreign}, which prefect-hcs does not read as a plate. Supported: "
-            "ImageXpress/MetaXpress folders and exports, Opera Phenix/Operetta (Harmony) exports."
+            "ImageXpress/MetaXpress folders and exports, Opera Phenix/Operetta (Harmony) exports, "
+            "Yokogawa CellVoyager measurements."
         )
     raise PlateError(
         f"no plate metadata in {where}: expected an ImageXpress '<plate>.HTD' file or "
         "MetaXpress images ('<plate>_<well>_s<site>_w<n><GUID>.tif', in the folder or in "
-        "TimePoint_<n>/ZStep_<n>/), or an Opera Phenix/Operetta 'Index.idx.xml'/'Index.xml' "
-        "(in the folder or Images/). Point the URL at the plate folder, or pass format=..."
+        "TimePoint_<n>/ZStep_<n>/), an Opera Phenix/Operetta 'Index.idx.xml'/'Index.xml' "
+        "(in the folder or Images/) or a Yokogawa CellVoyager 'MeasurementData.mlf'. Point the "
+        "URL at the plate folder, or pass format=..."
     )
 
 
@@ -195,6 +208,7 @@ def open_plate(
     format: str = "auto",
 ) -> PlateLayout:
     """Discover a plate's layout (no pixels read except one TIFF header) from its folder URL."""
+    from prefect_hcs.formats.cellvoyager import open_cellvoyager
     from prefect_hcs.formats.imagexpress import open_imagexpress
     from prefect_hcs.formats.phenix import open_phenix
 
@@ -209,6 +223,8 @@ def open_plate(
     kind = detect_format(fs, root) if format == "auto" else format
     if kind == "imagexpress":
         return open_imagexpress(url, storage_options, fs=fs)
+    if kind == "cellvoyager":
+        return open_cellvoyager(url, storage_options, fs=fs)
     return open_phenix(url, storage_options, fs=fs)
 
 

@@ -14,9 +14,21 @@ __all__ = ["describe_foreign"]
 
 # (test on a lower-case file name, what it means). First match wins.
 _FILE_SIGNS: tuple[tuple[str, str, str], ...] = (
-    ("suffix", ".mlf", "a Yokogawa CellVoyager measurement (MeasurementData.mlf)"),
-    ("suffix", ".mrf", "a Yokogawa CellVoyager measurement (MeasurementDetail.mrf)"),
-    ("suffix", ".wpi", "a Yokogawa CellVoyager measurement (.wpi plate file)"),
+    (
+        "suffix",
+        ".mlf",
+        "a Yokogawa CellVoyager measurement list (.mlf) not named MeasurementData.mlf",
+    ),
+    (
+        "suffix",
+        ".mrf",
+        "part of a Yokogawa CellVoyager measurement (.mrf) without its MeasurementData.mlf",
+    ),
+    (
+        "suffix",
+        ".wpi",
+        "part of a Yokogawa CellVoyager measurement (.wpi) without its MeasurementData.mlf",
+    ),
     ("name", "index.idx.xml", "an Opera Phenix / Operetta (Harmony) export (Index.idx.xml)"),
     ("name", "index.xml", "an Opera Phenix / Operetta (Harmony) export (Index.xml)"),
     ("name", "zarr.json", "a Zarr v3 store (an OME-Zarr is an output, not an input plate)"),

@@ -37,6 +37,8 @@ from prefect_hcs.formats.imagexpress_htd import (
 from prefect_hcs.formats.imagexpress_scan import Found, Scan, parse_filename, scan_plate
 from prefect_hcs.formats.layout import ChannelInfo, ImageRef, PlateError, PlateLayout, split_well
 from prefect_hcs.formats.metaseries import PlaneMeta, read_plane_meta
+from prefect_hcs.formats.paths import ensure_inside
+from prefect_hcs.formats.plate_bounds import check_in_plate
 
 __all__ = ["find_htd", "open_imagexpress", "parse_filename"]
 
@@ -251,6 +253,21 @@ def _annotate(
     return out
 
 
+def _check_inside(
+    fs: AbstractFileSystem, root: str, scan: Scan, htd: Htd | None, htd_path: str | None
+) -> None:
+    """Every image resolves inside the plate (no symlink out), every well lies on the plate."""
+    rows = htd.integer("YWells") if htd else None
+    cols = htd.integer("XWells") if htd else None
+    where = display(fs, htd_path) if htd_path else display(fs, root)
+    for well in sorted({f.well for f in scan.files}, key=split_well):
+        r, c = split_well(well)
+        example = next(f.path for f in scan.files if f.well == well).rsplit("/", 1)[-1]
+        check_in_plate(r + 1, c + 1, rows, cols, where, f"image {example}")
+    for f in scan.files:
+        ensure_inside(fs, root, f.path, display(fs, root))
+
+
 def _no_images(fs: AbstractFileSystem, root: str, scan: Scan) -> PlateError:
     from prefect_hcs.formats.identify import describe_foreign
 
@@ -284,6 +301,7 @@ def open_imagexpress(
     scan = scan_plate(fs, root)
     if not scan.files:
         raise _no_images(fs, root, scan)
+    _check_inside(fs, root, scan, htd, htd_path)
     headers = _Headers(fs)
     images, projections, notes = _split_projections(scan, headers)
     hint = f" (plate folder {where}" + (f", HTD {display(fs, htd_path)})" if htd_path else ")")
