@@ -136,7 +136,7 @@ def test_make_plate_cli_variants(tmp_path: Path) -> None:
     classic = _cli("make-plate", str(tmp_path / "classic"), "--wells", "A01", "--size", "48")
     assert classic.returncode == 0 and (tmp_path / "classic" / "SynthPlate.HTD").exists()
     bad = _cli("make-plate", str(tmp_path / "x"), "--format", "phenix", "--variant", "export")
-    assert bad.returncode == 2 and "variants exist for imagexpress only" in " ".join(
+    assert bad.returncode == 2 and "'export' is not valid for phenix" in " ".join(
         bad.stderr.split()
     )
 
