@@ -189,6 +189,9 @@ class PlatePlan(Frozen):
         default=(), description="Plate-level steps run before the wells (pipeline.plate_steps)."
     )
     warnings: tuple[str, ...] = ()
+    layout: dict[str, Any] = Field(
+        default_factory=dict, description="What the plate handler found: formats.report."
+    )
     fingerprint: str = ""
 
     def plans_for(self, well: str) -> list[StepPlan]:
@@ -223,6 +226,7 @@ class PlatePlan(Frozen):
             "intermediates_in_memory": self.intermediates_in_memory,
             "output": self.output.model_dump(mode="json"),
             "warnings": list(self.warnings),
+            "layout": self.layout,
             "resolved_config": self.resolved_config,
             "step_plans": [p.summary() for p in self.step_plans],
             "plate_steps": [
