@@ -11,7 +11,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(
+from prefect_hcs.cli_console import HcsTyper, quiet_user_errors_on_console, set_debug
+
+app = HcsTyper(
     help="High-content-screening pipelines over multi-well plates, as Prefect flows.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -31,6 +33,16 @@ PipelineOpt = Annotated[
     str | None,
     typer.Option("--pipeline-config", "-p", help="YAML file or hcs-pipeline-config block."),
 ]
+
+
+@app.callback()
+def _main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Print full tracebacks, also for input mistakes.")
+    ] = False,
+) -> None:
+    """High-content-screening pipelines over multi-well plates, as Prefect flows."""
+    set_debug(debug)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -272,6 +284,7 @@ def _run_flow(
         )
     if show_progress:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    quiet_user_errors_on_console()  # the UI keeps the engine's tracebacks; the console one line
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from prefect_hcs.runtime import progress as hprogress

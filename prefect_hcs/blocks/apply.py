@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
+from prefect_hcs.config.documents import parse_documents, read_document_file
 from prefect_hcs.config.layers import ConfigError, load_layer
 
 _TYPES = {"hcs-global-config": "global", "hcs-pipeline-config": "pipeline"}
@@ -41,7 +42,8 @@ def read_block_specs(folder: Path) -> list[BlockSpec]:
     seen: dict[tuple[str, str], str] = {}
     for path in files:
         try:
-            docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+            text = read_document_file(path, "block file")
+            docs = [d for d in parse_documents(text, f"block file {path}") if d is not None]
         except yaml.YAMLError as exc:
             raise ConfigError("block", str(path), [f"not valid YAML: {exc}"]) from None
         for i, doc in enumerate(docs):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel
 
+from prefect_hcs.config.documents import parse_document, read_document_file
 from prefect_hcs.config.layers import ConfigError, LayerName, load_layer
 from prefect_hcs.errors import UserFacingError
 
@@ -52,8 +54,8 @@ def load_layer_source(ref: str | None, layer: LayerName) -> BaseModel | None:
 def _load_layer_file(path: Path, layer: LayerName) -> BaseModel:
     """A layer file is either a bare layer or a `blocks/` document (its `values` are the layer)."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+        data = parse_document(read_document_file(path, f"{layer} config"), f"{layer} config {path}")
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise ConfigError(layer, str(path), [f"not valid YAML: {exc}"]) from None
     if isinstance(data, dict) and "block_type" in data and "values" in data:
         data = data["values"]

@@ -4,6 +4,7 @@ from prefect_hcs.config.enums import Backend, TaskRunnerKind, WellFilterMode, Za
 from prefect_hcs.config.layers import (
     ConfigError,
     LazyExecutionConfig,
+    LazyLimitsConfig,
     LazyPathPlanningConfig,
     LazyStepMaterializationConfig,
     LazyStepWellFilterConfig,
@@ -20,6 +21,7 @@ from prefect_hcs.config.resolver import ResolvedConfig, ResolvedValue, Source, r
 from prefect_hcs.config.sections import (
     ExecutionConfig,
     GlobalPipelineConfig,
+    LimitsConfig,
     PathPlanningConfig,
     StepMaterializationConfig,
     StepWellFilterConfig,
@@ -33,7 +35,9 @@ __all__ = [
     "ConfigError",
     "ExecutionConfig",
     "GlobalPipelineConfig",
+    "LimitsConfig",
     "LazyExecutionConfig",
+    "LazyLimitsConfig",
     "LazyPathPlanningConfig",
     "LazyStepMaterializationConfig",
     "LazyStepWellFilterConfig",

@@ -88,6 +88,21 @@ class ExecutionConfig(ConfigSection):
     retry_delay_seconds: float = Field(default=2.0, ge=0, description="Base delay between retries.")
 
 
+class LimitsConfig(ConfigSection):
+    """Ceilings checked against the plate's declared geometry before any pixel is allocated."""
+
+    max_plane_pixels: int = Field(
+        default=16384 * 16384,
+        ge=1,
+        description="Largest plane accepted (y × x pixels); a TIFF header above it is refused.",
+    )
+    max_well_gib: float = Field(
+        default=16.0,
+        gt=0,
+        description="Largest well accepted in memory (GiB): all its planes, or its stitched canvas.",
+    )
+
+
 class GlobalPipelineConfig(ConfigSection):
     """A fully resolved configuration: every field concrete. Also the class defaults."""
 
@@ -101,6 +116,7 @@ class GlobalPipelineConfig(ConfigSection):
     )
     zarr_config: ZarrConfig = Field(default_factory=ZarrConfig)
     execution_config: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    limits_config: LimitsConfig = Field(default_factory=LimitsConfig)
 
 
 #: section field name → its concrete class, in display order.

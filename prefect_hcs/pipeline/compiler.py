@@ -20,6 +20,7 @@ from prefect_hcs.config.resolver import ResolvedConfig, resolve
 from prefect_hcs.errors import UserFacingError
 from prefect_hcs.formats.layout import PlateLayout
 from prefect_hcs.formats.omezarr import parse_well
+from prefect_hcs.pipeline import checks
 from prefect_hcs.pipeline.model import Pipeline, Step
 from prefect_hcs.pipeline.plan import (
     PLATE_TASKS,
@@ -365,6 +366,7 @@ def compile_plate(
 
     base = resolve(global_layer, pipeline_layer)
     per_step = [resolve(global_layer, pipeline_layer, s.config) for s in steps]
+    ctx.problems += checks.path_setting_problems(base, "", ("path_planning_config",))
 
     # wells ------------------------------------------------------------------------------------
     try:
@@ -469,6 +471,7 @@ def compile_plate(
             sizes = dict(sizes0)
             yx = tuple(layout.image_shape)  # type: ignore[assignment]
         vc, sizes_after = _step_shapes(ctx, step, i, specs, sizes)
+        shape_before = {"fields": sizes["site"], "yx": yx}  # what the output plate declares
         reads_source = i == 0 or step.input_source == "pipeline_start"
         requested_read = _v(resolved.value("vfs_config.read_backend"))
         if reads_source:
@@ -488,6 +491,9 @@ def compile_plate(
         )
         if mat_enabled:
             _check_omero_root(ctx, f"{where}: ", resolved, "step_materialization_config", mat_root)
+            ctx.problems += checks.path_setting_problems(
+                resolved, f"{where}: ", ("step_materialization_config",)
+            )
         requested_mat = _v(resolved.value("vfs_config.materialization_backend"))
         has_folder = bool(resolved.value("step_materialization_config.global_output_folder"))
         mat_backend, mat_reason = _materialized_backend(
@@ -519,6 +525,14 @@ def compile_plate(
             ctx.error(f"{where}: {exc}")
             mat_wells, step_wells = set(), set(wells)
         special = sorted({o for chain in specs.values() for s in chain for o in s.special_outputs})
+        ctx.problems += checks.table_name_problems(where, special)
+        if mat_enabled and mat_backend == "memory" and mat_root_backend == "omero":
+            ctx.error(
+                f"{where}: vfs_config.materialization_backend is 'memory' with checkpoints "
+                "enabled, but this OMERO plate has no global_output_folder, so checkpoints would "
+                "go to the OMERO plate itself, which cannot hold memory (.npy) checkpoints. Use "
+                "'omero'/'auto', or set path_planning_config.global_output_folder"
+            )
         step_info.append(
             dict(
                 step=step,
@@ -542,6 +556,10 @@ def compile_plate(
             for call in chain:
                 if call.name in _YX_BOUNDS:
                     yx = _YX_BOUNDS[call.name](dict(call.kwargs), layout, yx)
+        if problem := checks.partial_reshape_problem(
+            where, shape_before, {"fields": sizes["site"], "yx": yx}, step_wells, wells
+        ):
+            ctx.error(problem)
 
     # a step whose output nobody reads is a disconnected pipeline
     for i in range(len(steps) - 1):
@@ -554,6 +572,18 @@ def compile_plate(
                 "step_materialization_config for it, or remove it"
             )
 
+    ctx.problems += checks.size_problems(
+        plane_yx=tuple(layout.image_shape),
+        dtype=layout.dtype,
+        stack=sizes0,
+        canvas=(sizes["site"], yx),
+        max_plane_pixels=int(base.value("limits_config.max_plane_pixels")),
+        max_well_gib=float(base.value("limits_config.max_well_gib")),
+        source=(
+            base.source("limits_config.max_plane_pixels").describe(),
+            base.source("limits_config.max_well_gib").describe(),
+        ),
+    )
     if ctx.problems:
         raise CompileError(ctx.problems)
 
@@ -690,6 +720,10 @@ def compile_plate(
             chain = fingerprint_of([plans[-1].chain_fingerprint if i else "", plan.fingerprint])
             plans.append(plan.model_copy(update={"chain_fingerprint": chain}))
 
+    if problems := checks.write_containment_problems(
+        _writes(plans, table_urls, root, inter_root, step_info)
+    ):
+        raise CompileError(problems)
     chunks = _chunks(wells, len(steps), int(base.value("execution_config.max_task_runs")), workers)
     plate_plan = PlatePlan(
         plate_id=layout.plate_id,
@@ -722,3 +756,30 @@ def _source_url(layout: PlateLayout, path: str) -> str:
         proto = layout.url.split("://", 1)[0]
         return f"{proto}://{path.lstrip('/')}" if proto != "file" else path
     return path
+
+
+def _writes(
+    plans: list[StepPlan],
+    tables: dict[str, str],
+    root: str,
+    inter_root: str,
+    step_info: list[dict[str, Any]],
+) -> list[tuple[str, str, str]]:
+    """(what, URL, root it must stay in) for everything a run writes."""
+    out = [(f"plate table {name}", url, root) for name, url in tables.items()]
+    for p in plans:
+        what = f"step {p.step_name!r} of well {p.well}"
+        if p.write_backend == "omero" or p.output_url.startswith("omero://"):
+            base = p.output_url.split("/", 3)[:3]
+            out.append((f"output of {what}", p.output_url, "/".join(base)))
+        else:
+            out.append((f"output of {what}", p.output_url, root if p.is_last else inter_root))
+        if p.materialized_url:
+            mat_root = step_info[p.step_index]["mat_root"]
+            if p.materialized_url.startswith("omero://"):
+                mat_root = "/".join(p.materialized_url.split("/", 3)[:3])
+            out.append((f"checkpoint of {what}", p.materialized_url, mat_root))
+        for name, url in p.special_outputs.items():
+            base = "/".join(url.split("/", 3)[:3]) if url.startswith("omero://") else root
+            out.append((f"table {name} of {what}", url, base))
+    return out

@@ -17,15 +17,18 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
+from prefect_hcs.errors import UserFacingError
 from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan
+from prefect_hcs.pipeline.secrets import PlainMapping, PlainStr
 from prefect_hcs.runtime import progress
 from prefect_hcs.runtime import worker as hw
 from prefect_hcs.runtime.compile import compile_from_parameters
+from prefect_hcs.runtime.guard import guarded_flow
 from prefect_hcs.runtime.monitoring import PlateMonitor
 
 _TRANSIENT = (TimeoutError, ConnectionError)
@@ -100,7 +103,13 @@ def run_step_task(
             if is_transient(exc):
                 raise
             failures[plan.well] = f"{type(exc).__name__}: {exc}"
-            logger.error("well %s, step %s failed: %s", plan.well, plan.step_name, exc)
+            logger.error(  # a traceback for bugs; an input problem is its message
+                "well %s, step %s failed: %s",
+                plan.well,
+                plan.step_name,
+                exc,
+                exc_info=not isinstance(exc, UserFacingError),
+            )
             continue
         results.append(
             {
@@ -221,13 +230,13 @@ def _flow_run_name() -> str:
     return f"plate-{plate.rsplit('/', 1)[-1]}"
 
 
-@flow(name="process-plate", flow_run_name=_flow_run_name, validate_parameters=True)
+@guarded_flow(name="process-plate", flow_run_name=_flow_run_name, validate_parameters=True)
 def process_plate(
-    plate: str,
-    pipeline: str | dict[str, Any] | None = "demo",
-    global_config: str | None = None,
-    pipeline_config: str | None = None,
-    storage_options: dict[str, Any] | None = None,
+    plate: PlainStr,
+    pipeline: PlainStr | PlainMapping | None = "demo",
+    global_config: PlainStr | None = None,
+    pipeline_config: PlainStr | None = None,
+    storage_options: PlainMapping | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Process one plate: compile all plans, prepare outputs, run steps per chunk, finalize.
@@ -413,7 +422,7 @@ def _run_chunks(
     return done_wells, failures, {w: sorted(p) for w, p in sorted(pids.items())}
 
 
-class PlateRunError(RuntimeError):
+class PlateRunError(UserFacingError, RuntimeError):
     """Some wells failed; the message lists each failed well with its step and reason."""
 
     def __init__(self, plate_id: str, failures: dict[str, str]):

@@ -21,10 +21,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from prefect_hcs.errors import UserFacingError
+from prefect_hcs.pipeline.secrets import PlainMapping, PlainStr
+from prefect_hcs.runtime.guard import guarded_flow
 from prefect_hcs.runtime.screen import PLATE_DEPLOYMENT
 
 STATE_FILE = ".prefect-hcs/watch-state.json"
@@ -288,13 +290,13 @@ def _watch_run_name() -> str:
     return f"watch-{folder.rsplit('/', 1)[-1] or 'folder'}"
 
 
-@flow(name="watch-plates", flow_run_name=_watch_run_name, validate_parameters=True)
+@guarded_flow(name="watch-plates", flow_run_name=_watch_run_name, validate_parameters=True)
 def watch_plates(
-    folder: str,
-    pipeline: str | dict[str, Any] | None = "demo",
-    global_config: str | None = None,
-    pipeline_config: str | None = None,
-    storage_options: dict[str, Any] | None = None,
+    folder: PlainStr,
+    pipeline: PlainStr | PlainMapping | None = "demo",
+    global_config: PlainStr | None = None,
+    pipeline_config: PlainStr | None = None,
+    storage_options: PlainMapping | None = None,
     plate_deployment: str = PLATE_DEPLOYMENT,
     state: str | None = None,
     settle_seconds: float = 0.0,
