@@ -46,7 +46,9 @@ def _main(
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -142,22 +144,25 @@ def make_plate_cmd(
     size: Annotated[int, typer.Option(help="Tile edge in pixels.")] = 256,
     overlap: Annotated[float, typer.Option()] = 0.1,
     seed: Annotated[int, typer.Option()] = 0,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a plate make-plate wrote there before (nothing else).")
+    ] = False,
 ) -> None:
     """Write a realistic synthetic plate plus ground_truth.json (nuclei counts, tile positions)."""
+    from prefect_hcs.formats.layout import PlateError
+    from prefect_hcs.formats.plate_target import write_plate_into
     from prefect_hcs.formats.synthetic import make_plate
 
-    well_list = _parse_wells(wells)
-    truth = make_plate(
-        out,
-        format=format,
-        wells=well_list,
-        sites=sites,
-        channels=channels,
-        z=z,
-        size=size,
-        overlap=overlap,
-        seed=seed,  # fmt: skip
-    )
+    params = dict(format=format, sites=sites, channels=channels, z=z, size=size, overlap=overlap)
+    try:
+        well_list = _parse_wells(wells)
+        truth = write_plate_into(
+            out, overwrite, lambda url: make_plate(url, wells=well_list, seed=seed, **params)
+        )
+    except (ValueError, TypeError) as exc:  # make_plate's argument checks (format, sizes)
+        if not isinstance(exc, PlateError):
+            _fail(f"make-plate: {exc}")
+        _fail(str(exc))
     total = sum(w["nuclei"] for w in truth["wells"].values())
     console.print(
         f"wrote a {format} plate: {len(well_list)} wells × {sites} sites × {channels} channels × "
@@ -166,13 +171,19 @@ def make_plate_cmd(
 
 
 def _parse_wells(spec: str) -> list[str]:
-    from prefect_hcs.formats.layout import well_id
+    from prefect_hcs.formats.layout import PlateError, split_well, well_id
 
     if spec.isdigit():
         n = int(spec)
         cols = 12 if n > 8 else n
         return [well_id(i // cols, i % cols) for i in range(n)]
-    return [w.strip().upper() for w in spec.split(",") if w.strip()]
+    wells = [w.strip().upper() for w in spec.split(",") if w.strip()]
+    for w in wells:
+        try:
+            split_well(w)
+        except ValueError as exc:
+            raise PlateError(f"--wells: {exc}") from None
+    return wells
 
 
 PipelineArg = Annotated[

@@ -17,6 +17,7 @@ import numpy as np
 import tifffile
 from fsspec.spec import AbstractFileSystem
 
+from prefect_hcs.formats.geometry import check_header
 from prefect_hcs.formats.layout import ImageRef, PlateError, PlateLayout, split_well
 
 FORMATS = ("auto", "imagexpress", "phenix")
@@ -73,11 +74,19 @@ def listed(items: list[str], limit: int = 10) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def read_tiff(fs: AbstractFileSystem, path: str) -> np.ndarray:
-    """Read one 2-D TIFF plane; a missing, corrupt or truncated file raises PlateError naming it."""
+def read_tiff(
+    fs: AbstractFileSystem, path: str, expect_shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Read one 2-D TIFF plane; a missing, corrupt or truncated file raises PlateError naming it.
+
+    With `expect_shape` (the plate's declared plane shape) the header is checked first, so a
+    header claiming another size is refused before its pixels are allocated.
+    """
     where = display(fs, path)
     try:
         with fs.open(path, "rb") as fh:
+            if expect_shape is not None:
+                check_header(fh, where, expect_shape)
             data = fh.read()
     except FileNotFoundError as exc:
         raise PlateError(f"image file not found: {where}") from exc

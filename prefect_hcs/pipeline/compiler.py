@@ -462,6 +462,7 @@ def compile_plate(
         "overlap": layout.tile_overlap,
         "pixel_size_um": layout.pixel_size_um,
         "channel_names": {str(k): v for k, v in layout.channel_names.items()},
+        "plane_shape": list(layout.image_shape),  # every plane's header is checked against it
     }
     step_info: list[dict[str, Any]] = []
     for i, (step, resolved) in enumerate(zip(steps, per_step, strict=True)):

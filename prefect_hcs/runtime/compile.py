@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from prefect_hcs.blocks.sources import load_layer_source
+from prefect_hcs.formats.geometry import quiet_tifffile
 from prefect_hcs.pipeline.compiler import CompileError, compile_plate, secret_option_problems
 from prefect_hcs.pipeline.model import load_pipeline
 from prefect_hcs.pipeline.plan import PlatePlan
+from prefect_hcs.runtime.preflight import header_problems, output_problems
 from prefect_hcs.storage.plates import discover_plate
 
 
@@ -36,7 +38,13 @@ def compile_from_parameters(
     g = load_layer_source(global_config, "global")
     p = load_layer_source(pipeline_config, "pipeline")
     pipe = load_pipeline(pipeline)
-    layout = discover_plate(plate, storage_options)
-    return compile_plate(
+    with quiet_tifffile():  # its warnings about a damaged header are not the message
+        layout = discover_plate(plate, storage_options)
+    if problems := header_problems(layout, storage_options):
+        raise CompileError(problems)  # before the geometry they contradict is used
+    plan = compile_plate(
         layout, pipe, global_layer=g, pipeline_layer=p, storage_options=storage_options
     )
+    if problems := output_problems(plan, storage_options):
+        raise CompileError(problems)
+    return plan

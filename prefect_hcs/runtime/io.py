@@ -35,12 +35,17 @@ def fs_for(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Any
     return fsspec.core.url_to_fs(url, **opts)
 
 
-def read_source_plane(url: str, storage_options: dict[str, Any] | None = None) -> np.ndarray:
+def read_source_plane(
+    url: str,
+    storage_options: dict[str, Any] | None = None,
+    expect_shape: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """Pixels of one source plane; a TIFF header disagreeing with `expect_shape` is refused."""
     fs, path = fs_for(url, storage_options)
     reader = getattr(fs, "read_plane_array", None)
     if reader is not None:
         return np.asarray(reader(path))
-    return read_tiff(fs, path)
+    return read_tiff(fs, path, expect_shape)
 
 
 def write_bytes(url: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:

@@ -49,7 +49,11 @@ def inputs_fingerprint(plan: StepPlan, storage_options: dict[str, Any]) -> str:
 def _load_input(plan: StepPlan, storage_options: dict[str, Any]) -> tuple[WellData, str]:
     """The step's input pixels and the fingerprint of the well's source files."""
     if plan.read_from is None:
-        planes = [(p, hio.read_source_plane(p.url, storage_options)) for p in plan.source_planes]
+        shape = plan.metadata.get("plane_shape")
+        expect = (int(shape[0]), int(shape[1])) if shape else None
+        planes = [
+            (p, hio.read_source_plane(p.url, storage_options, expect)) for p in plan.source_planes
+        ]
         return assemble_planes(planes), inputs_fingerprint(plan, storage_options)
     blob = hio.read_bytes(plan.read_from, storage_options)
     with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
