@@ -11,7 +11,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from prefect_hcs.cli_console import HcsTyper, quiet_user_errors_on_console, set_debug
+from prefect_hcs.cli_console import (
+    HcsTyper,
+    debug_enabled,
+    quiet_user_errors_on_console,
+    set_debug,
+)
 
 app = HcsTyper(
     help="High-content-screening pipelines over multi-well plates, as Prefect flows.",
@@ -48,6 +53,10 @@ def _main(
 def _fail(message: str, code: int = 2) -> None:
     from rich.markup import escape
 
+    if debug_enabled() and sys.exc_info()[1] is not None:
+        import traceback
+
+        traceback.print_exc()  # --debug: the full traceback of the error being reported
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 

@@ -116,13 +116,18 @@ def check_data_size(data: Any, where: str) -> None:
 
 def _check_yaml_depth(text: str, where: str) -> None:
     depth = 0
-    for event in yaml.parse(text, Loader=_LOADER):
-        if isinstance(event, _OPEN):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise DocumentError(_too_deep(where))
-        elif isinstance(event, _CLOSE):
-            depth -= 1
+    try:
+        for event in yaml.parse(text, Loader=_LOADER):
+            if isinstance(event, _OPEN):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise DocumentError(_too_deep(where))
+            elif isinstance(event, _CLOSE):
+                depth -= 1
+    except yaml.YAMLError as exc:
+        if "nesting depth" in str(exc):  # libyaml's own limit, hit while scanning ahead
+            raise DocumentError(_too_deep(where)) from None
+        raise
 
 
 def _check_json_depth(text: str, where: str) -> None:
