@@ -21,7 +21,6 @@ import pytest
 import tifffile
 
 from prefect_hcs.errors import UserFacingError
-from prefect_hcs.formats.geometry import sample_refs
 from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.runtime.compile import compile_from_parameters
 
@@ -115,6 +114,7 @@ def test_lying_header_in_the_sample_is_a_compile_error_naming_the_file(tmp_path)
 
 def test_lying_header_outside_the_sample_fails_its_well_before_allocation(tmp_path, prefect_server):
     from prefect_hcs.formats.detect import open_plate
+    from prefect_hcs.formats.geometry import sample_refs
     from prefect_hcs.runtime.flow import process_plate
 
     plate = _plate(tmp_path, wells=["A01", "A02", "A03"], z=2)  # 48 planes, 16 sampled
