@@ -419,11 +419,21 @@ MISTAKES = [
 ]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def mistake_results(mistakes, prefect_server) -> dict[str, subprocess.CompletedProcess]:
+    """Every invocation of MISTAKES, run as real subprocesses (a few at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(case: tuple) -> subprocess.CompletedProcess:
+        return _cli([a.format(**mistakes) for a in case[1]], cwd=mistakes["d"])
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return dict(zip([m[0] for m in MISTAKES], pool.map(one, MISTAKES), strict=True))
+
+
 @pytest.mark.parametrize(("case_id", "argv", "pattern"), MISTAKES, ids=[m[0] for m in MISTAKES])
-def test_mistaken_invocation_prints_one_line(case_id, argv, pattern, mistakes, prefect_server):
-    args = [a.format(**mistakes) for a in argv]
-    result = _cli(args, cwd=mistakes["d"])
-    _assert_one_line(result, pattern)
+def test_mistaken_invocation_prints_one_line(case_id, argv, pattern, mistake_results):
+    _assert_one_line(mistake_results[case_id], pattern)
 
 
 def test_debug_shows_the_traceback_of_a_user_error(mistakes):
