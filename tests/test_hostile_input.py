@@ -336,6 +336,10 @@ def test_deployment_parameter_schema_rejects_secret_keys_and_urls():
         ):
             with pytest.raises(ValidationError):
                 validate({**base, **bad}, schema, raise_on_error=True)
+    from prefect_hcs.runtime.serve import build_deployments
+
+    with pytest.raises(UserFacingError, match="parameter 'global_config' holds a URL"):
+        build_deployments("x", defaults={"global_config": "https://u:pw@host/g.yaml"})
 
 
 # ------------------------------------------------------------------------------ console (Build 8)
