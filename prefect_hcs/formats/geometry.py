@@ -6,7 +6,8 @@ would allocate that much. Two guards:
 
 * at compile time `header_sample_problems` reads the headers of a sample of planes (up to
   `SAMPLE_SIZE`, spread evenly over the plate, first and last included; reading only header
-  bytes) and names every plane whose header disagrees with the majority. A 10,000-plane plate
+  bytes) and names every plane whose header disagrees with the majority. An unreadable header
+  is skipped here: a corrupt plane fails only its own well when it is read. A 10,000-plane plate
   costs 16 header reads, not 10,000;
 * at run time `check_header` is called on every plane before its pixels are decoded, so a lying
   header on a plane the sample missed fails its well with a clear error instead of allocating.
@@ -43,9 +44,15 @@ def header_sample_problems(
     """One problem per sampled plane whose header shape or dtype differs from the majority."""
     from prefect_hcs.formats.detect import display, read_tiff_header
 
-    sample = sample_refs(images, n)
+    headers = {}
     with quiet_tifffile():
-        headers = {ref.path: read_tiff_header(fs, ref.path) for ref in sample}
+        for ref in sample_refs(images, n):
+            try:
+                headers[ref.path] = read_tiff_header(fs, ref.path)
+            except PlateError:
+                continue  # unreadable: a corrupt plane fails only its well, when it is read
+    if not headers:
+        return []
     votes = Counter((h.shape, h.dtype) for h in headers.values())
     (shape, dtype), count = votes.most_common(1)[0]
     problems = []
