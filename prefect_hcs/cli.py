@@ -143,7 +143,15 @@ def main() -> None:  # pragma: no cover
 @app.command("make-plate")
 def make_plate_cmd(
     out: Annotated[str, typer.Argument(help="Folder (or fsspec URL) to write the plate into.")],
-    format: Annotated[str, typer.Option(help="imagexpress or phenix.")] = "imagexpress",
+    format: Annotated[
+        str, typer.Option(help="imagexpress, phenix, operetta or cellvoyager.")
+    ] = "imagexpress",
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            help="Harmony index of phenix/operetta: v5 (Index.idx.xml) or v7 (Index.xml)."
+        ),
+    ] = None,
     wells: Annotated[
         str, typer.Option(help="Comma-separated wells, or a count N.")
     ] = "A01,A02,B01,B02",
@@ -158,18 +166,21 @@ def make_plate_cmd(
     ] = False,
 ) -> None:
     """Write a realistic synthetic plate plus ground_truth.json (nuclei counts, tile positions)."""
-    from prefect_hcs.formats.layout import PlateError
+    from prefect_hcs.formats.generators import make_any_plate
     from prefect_hcs.formats.plate_target import write_plate_into
-    from prefect_hcs.formats.synthetic import make_plate
 
-    params = dict(format=format, sites=sites, channels=channels, z=z, size=size, overlap=overlap)
+    options = dict(sites=sites, channels=channels, z=z, size=size, overlap=overlap, seed=seed)
     try:
         well_list = _parse_wells(wells)
         truth = write_plate_into(
-            out, overwrite, lambda url: make_plate(url, wells=well_list, seed=seed, **params)
+            out,
+            overwrite,
+            lambda url: make_any_plate(
+                url, format=format, variant=variant, wells=well_list, **options
+            ),
         )
-    except (ValueError, TypeError) as exc:  # make_plate's argument checks (format, sizes)
-        if not isinstance(exc, PlateError):
+    except (*_user_errors(), ValueError, TypeError) as exc:  # incl. the generators' argument checks
+        if not isinstance(exc, _user_errors()):
             _fail(f"make-plate: {exc}")
         _fail(str(exc))
     total = sum(w["nuclei"] for w in truth["wells"].values())

@@ -247,7 +247,7 @@ def test_make_plate_overwrite_replaces_only_its_own_plate(tmp_path):
     out = _cli(["make-plate", str(plate), "--wells", "A01", "--size", "64", "--z", "1"])
     _assert_one_line(out, r"is not empty .*--overwrite")
     bad = _cli(["make-plate", str(plate), "--overwrite", "--format", "no-such-format"])
-    _assert_one_line(bad, r"make-plate: .*no-such-format")
+    _assert_one_line(bad, r"no-such-format")
     assert sorted(p.name for p in plate.rglob("*.tif")) == before  # a failed write lost nothing
     ok = _cli(
         ["make-plate", str(plate), "--overwrite", "--wells", "A01", "--size", "64", "--z", "1"]
@@ -466,7 +466,7 @@ def test_a_bug_still_prints_its_traceback(tmp_path, mistakes, prefect_server):
 # --------------------------------------------------------------------------------- the docs table
 def test_docs_table_names_every_test():
     text = (ROOT / "docs" / "bad-input.md").read_text()
-    section = text.split("## Hostile and mistaken input", 1)[1]
+    section = text.split("## Hostile and mistaken input", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"`test_hostile_input\.py::(\w+)", section))
     here = {n for n in globals() if n.startswith("test_")}
     assert named == here
