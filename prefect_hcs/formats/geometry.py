@@ -92,7 +92,7 @@ def quiet_tifffile() -> Iterator[None]:
     """Keep tifffile's warnings about the damaged files we are refusing off the console."""
     logger = logging.getLogger("tifffile")
     level = logger.level
-    logger.setLevel(logging.ERROR)
+    logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
