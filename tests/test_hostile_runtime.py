@@ -283,6 +283,7 @@ def test_the_lease_of_a_sigkilled_run_is_taken_over_and_that_run_marked_crashed(
     assert _unfinished_task_runs(stale.run_id) == []
     assert validate_plate(str(root / "Dead.ome.zarr")) == []
     assert not (root / LEASE_NAME).exists()
+    _delete_runs(stale.run_id)
 
 
 def test_a_lease_with_an_expired_heartbeat_on_another_host_is_taken_over(tmp_path):
