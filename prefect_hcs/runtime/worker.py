@@ -111,21 +111,23 @@ def _write_done_marker(
         "well": plan.well,
         "chain_fingerprint": plan.chain_fingerprint,
         "inputs": inputs_fp,
-        "outputs": output_fingerprint(output),
+        "outputs": output_fingerprint(output, plan.well),
     }
     hio.write_bytes(
         done_marker_url(output, plan.well), json.dumps(marker).encode(), storage_options
     )
 
 
-def output_fingerprint(output: OutputPlan) -> str:
-    """What every well's final output depends on besides its own steps: field shape, channels,
-    pixel size, zarr encoding… A change recomputes every well; the source-plate fingerprint,
-    URLs of plate tables and storage options are left out (they do not change a well's pixels).
+def output_fingerprint(output: OutputPlan, well: str) -> str:
+    """What a well's final output depends on besides its own steps: field shape, channels, pixel
+    size, zarr encoding, and this well's own entries of per-well settings (field translations,
+    absent planes…). A plate-wide change recomputes every well, a per-well one only that well;
+    the source-plate fingerprint, plate table URLs and storage options are left out.
     """
-    keep = output.model_dump(
+    data = output.model_dump(
         mode="json", exclude={"source_fingerprint", "storage_options", "tables", "done_dir"}
     )
+    keep = {k: (v.get(well) if isinstance(v, dict) and k != "zarr" else v) for k, v in data.items()}
     return fingerprint_of(keep)
 
 
@@ -355,7 +357,6 @@ def completed_wells(
         from prefect_hcs.formats.omezarr import OmeZarrPlateWriter
 
         writer = OmeZarrPlateWriter(plan.output.zarr_url)
-    outputs_fp = output_fingerprint(plan.output)
     for well in plan.wells:
         plans = plan.plans_for(well)
         last, first = plans[-1], plans[0]
@@ -368,7 +369,7 @@ def completed_wells(
             continue
         if marker.get("chain_fingerprint") != last.chain_fingerprint:
             continue
-        if marker.get("outputs") != outputs_fp:
+        if marker.get("outputs") != output_fingerprint(plan.output, well):
             continue
         try:
             if marker.get("inputs") != inputs_fingerprint(first, opts):
