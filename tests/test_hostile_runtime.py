@@ -310,6 +310,27 @@ def test_a_lease_with_an_expired_heartbeat_on_another_host_is_taken_over(tmp_pat
     assert read_lease(str(root / LEASE_NAME)) == live
 
 
+def test_the_lease_is_exclusive_on_fsspec_filesystems_and_its_heartbeat_notices_a_takeover():
+    root = "memory://hostile-runtime/P_hcs"
+    first = OutputLease(root, LeaseInfo.for_this_process("run-a", "plate-P"))
+    assert first.acquire() is None  # created with pipe_file(mode="create")
+    with pytest.raises(LeaseHeldError, match="'plate-P' .run-a."):
+        OutputLease(root, LeaseInfo.for_this_process("run-b", "plate-P")).acquire()
+    stamped = read_lease(first.url).heartbeat
+    time.sleep(0.01)
+    first.beat()
+    assert read_lease(first.url).heartbeat > stamped and first.lost is None
+    other = LeaseInfo.for_this_process("run-c", "plate-P")
+    import fsspec
+
+    fsspec.filesystem("memory").pipe_file(first.url.removeprefix("memory://"), other.to_bytes())
+    first.beat()  # someone else holds it now: stop, do not overwrite
+    assert first.lost and "lost its lease" in first.lost
+    assert read_lease(first.url) == other
+    first.release()
+    assert read_lease(first.url) == other
+
+
 # --------------------------------------------------------------------- Build 6: dead runs, retry
 
 
@@ -487,3 +508,15 @@ def test_each_change_between_runs_recomputes_exactly_the_affected_wells(
     assert run(_pipeline(3, "A01")) == ["A01", "A02", "A04"]
     marker = json.loads((tmp_path / "Change_hcs" / ".hcs-done" / "A01.json").read_text())
     assert set(marker) >= {"chain_fingerprint", "inputs", "outputs"}
+
+
+def test_docs_rows_name_these_tests():
+    """docs/bad-input.md's section for these cases: one row per test of this module, in order."""
+    docs = (Path(__file__).parents[1] / "docs" / "bad-input.md").read_text()
+    section = docs.split("\n## Runs that die, collide or resume", 1)[1].split("\n## ")[0]
+    rows = [r for r in section.splitlines() if r.startswith("| ") and "---" not in r][1:]
+    named = [r.rstrip(" |").rsplit("|", 1)[1].strip().strip("`") for r in rows]
+    here = [
+        n for n in globals() if n.startswith("test_") and n != "test_docs_rows_name_these_tests"
+    ]
+    assert named == here

@@ -103,7 +103,7 @@ def why_dead(run: Any, stuck_after: timedelta | None = None) -> str | None:
     if url:
         try:
             held = leases.read_lease(str(url))
-        except OSError:
+        except Exception:  # noqa: BLE001 - unreachable from here (remote store, credentials)
             held = None
         if held is not None and held.run_id == str(run.id):
             if reason := held.stale_reason():

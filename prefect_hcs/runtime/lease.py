@@ -157,14 +157,15 @@ def _create_exclusive(url: str, data: bytes, storage_options: dict[str, Any] | N
         fs.makedirs(parent, exist_ok=True)
         if hio.is_local(fs):
             tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
             try:
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
                 os.link(tmp, path)  # atomic, and the file is complete when it appears
             except FileExistsError:
                 return False
             finally:
-                os.unlink(tmp)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
             return True
         try:
             fs.pipe_file(path, data, mode="create")
