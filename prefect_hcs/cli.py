@@ -363,6 +363,9 @@ def _run_flow(
     """Run `process-plate` in this process against a real API; returns (summary, run URL)."""
     import os
 
+    if "://" not in plate:  # the run records (and retry-failed replays) an absolute path
+        plate = os.path.abspath(os.path.expanduser(plate))
+
     from prefect_hcs.runtime.api import ensure_api
 
     try:
@@ -547,27 +550,23 @@ def retry_failed_cmd(
     ] = None,
     deployment: Annotated[str | None, typer.Option(help="Only runs of this deployment.")] = None,
     dry_run: Annotated[bool, typer.Option(help="List what would be retried.")] = False,
+    stuck_after: Annotated[
+        str | None,
+        typer.Option(help="Also treat runs Running longer than this (e.g. 12h) as dead."),
+    ] = None,
 ) -> None:
-    """Retry failed/crashed plate runs: deployment runs are rescheduled, others run here again.
+    """Retry failed/crashed plate runs, and Running ones whose process died.
 
-    A retried plate skips wells whose outputs are complete and valid.
+    Deployment runs are rescheduled, others run here again (with the absolute paths recorded
+    when they first ran); a retried plate skips wells whose outputs are complete and valid.
+    Exits 1 if a retry run here does not complete.
     """
-    from prefect_hcs.runtime.api import ensure_api
-    from prefect_hcs.runtime.retry import find_failed_plate_runs, parse_since, retry_plate_run
+    from prefect_hcs.runtime.retry import run_retry_failed
 
     try:
-        after = parse_since(since)
-        ensure_api()
+        say = lambda line: console.print(line, soft_wrap=True, highlight=False)  # noqa: E731
+        failed = run_retry_failed(since, deployment, dry_run, stuck_after, say)
     except _user_errors() as exc:
         _fail(str(exc))
-    runs = find_failed_plate_runs(after, deployment)
-    if not runs:
-        console.print("no failed or crashed plate runs to retry")
-        return
-    for run in runs:
-        plate = (run.parameters or {}).get("plate")
-        if dry_run:
-            console.print(f"would retry {run.name} ({run.id}, {run.state_type.value}): {plate}")
-            continue
-        outcome = retry_plate_run(run)
-        console.print(f"{outcome['action']} {run.name} → {outcome['flow_run']}: {outcome['state']}")
+    if failed:
+        _fail(f"{failed} retried plate run(s) did not complete (see above)", 1)

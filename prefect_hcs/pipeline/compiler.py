@@ -744,6 +744,7 @@ def compile_plate(
                 special_outputs=special_urls,
                 is_last=last,
                 config=info["config"],
+                code_versions=code_versions(step),
                 backend_reasons={
                     "read_backend": info["read_reason"],
                     "write_backend": write_reason,
@@ -782,6 +783,13 @@ def compile_plate(
     content = plate_plan.model_dump(mode="json", exclude={"fingerprint", "step_plans"})
     content["step_fingerprints"] = [p.fingerprint for p in plans]
     return plate_plan.model_copy(update={"fingerprint": fingerprint_of(content)})
+
+
+def code_versions(step: Any) -> dict[str, str]:
+    """{function name: code version} of every function a step runs (see FunctionSpec)."""
+    from prefect_hcs.processing.registry import get_function
+
+    return {n: get_function(n).code_version() for n in sorted(set(step.function_names()))}
 
 
 def _source_url(layout: PlateLayout, path: str) -> str:

@@ -6,6 +6,7 @@ The CLI's `plan` command and the flow (local, served or on a remote worker) both
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect_hcs.blocks.sources import load_layer_source
@@ -35,6 +36,8 @@ def compile_from_parameters(
                 "so a run cannot reach outside the folder it was given"
             ]  # fmt: skip
         )
+    if "://" not in plate:  # a plate is the same plate from any working directory
+        plate = os.path.abspath(os.path.expanduser(plate))
     g = load_layer_source(global_config, "global")
     p = load_layer_source(pipeline_config, "pipeline")
     pipe = load_pipeline(pipeline)

@@ -25,7 +25,7 @@ from prefect.futures import as_completed
 from prefect_hcs.errors import UserFacingError
 from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan
 from prefect_hcs.pipeline.secrets import PlainMapping, PlainStr
-from prefect_hcs.runtime import progress
+from prefect_hcs.runtime import progress, run_guard
 from prefect_hcs.runtime import worker as hw
 from prefect_hcs.runtime.compile import compile_from_parameters
 from prefect_hcs.runtime.guard import guarded_flow
@@ -79,6 +79,7 @@ def prepare_outputs_task(
     output: OutputPlan, plate_id: str, wells: tuple[str, ...], overwrite: bool
 ) -> None:
     """Write the OME-Zarr plate and well metadata once, before the per-well fan-out."""
+    run_guard.assert_lease_held(output)
     hw.prepare_outputs(output, plate_id, wells, overwrite)
 
 
@@ -98,6 +99,7 @@ def run_step_task(
     start = time.perf_counter()
     for plan in plans:
         try:
+            run_guard.assert_lease_held(output)
             r = hw.run_well_step(plan, output, storage_options)
         except Exception as exc:
             if is_transient(exc):
@@ -145,6 +147,7 @@ def finalize_outputs_task(
     summary: dict[str, Any],
 ) -> dict[str, str]:
     """Merge per-well tables into plate tables and mark the output plate complete."""
+    run_guard.assert_lease_held(output)
     return hw.finalize_outputs(output, plans, storage_options, summary)
 
 
@@ -253,6 +256,8 @@ def process_plate(
     except Exception as exc:
         monitor.failed(exc)
         raise
+    finally:
+        run_guard.release_output_lease()
     monitor.completed(summary)
     return summary
 
@@ -270,10 +275,14 @@ def _process(
     logger = get_run_logger()
     started = time.perf_counter()
     opts = dict(storage_options or {})
+    params = {"plate": plate, "pipeline": pipeline, "global_config": global_config,
+              "pipeline_config": pipeline_config}  # fmt: skip
+    run_guard.record_parameters(params)
     plan = compile_plan_task.with_options(task_run_name=f"compile-plan · {monitor.plate_id}")(
         plate, pipeline, global_config, pipeline_config, opts
     )
     label = f" · {plan.plate_id}"  # plate-level task runs carry the plate in their names
+    run_guard.take_output_lease(plan, params, logger)  # one owner per output, before any write
     logger.info(
         "compiled %d wells × %d steps into %d chunks (%d task runs); plan %s",
         len(plan.wells),

@@ -7,9 +7,11 @@ intermediate; outputs go to the next intermediate or, for the last step, to the 
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,7 @@ from prefect_hcs.pipeline.apply import AXES, WellData, apply_step, assemble_plan
 from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan, fingerprint_of
 from prefect_hcs.runtime import io as hio
 from prefect_hcs.runtime import thumbnails
+from prefect_hcs.runtime.cleanup import discard_well_outputs, remove_partial_fields
 
 
 @dataclass
@@ -49,18 +52,41 @@ def inputs_fingerprint(plan: StepPlan, storage_options: dict[str, Any]) -> str:
 def _load_input(plan: StepPlan, storage_options: dict[str, Any]) -> tuple[WellData, str]:
     """The step's input pixels and the fingerprint of the well's source files."""
     if plan.read_from is None:
-        shape = plan.metadata.get("plane_shape")
-        expect = (int(shape[0]), int(shape[1])) if shape else None
-        planes = [
-            (p, hio.read_source_plane(p.url, storage_options, expect)) for p in plan.source_planes
-        ]
-        return assemble_planes(planes), inputs_fingerprint(plan, storage_options)
+        return _read_source(plan, storage_options)
     blob = hio.read_bytes(plan.read_from, storage_options)
     with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
         array = npz["array"]
         coords = {a: tuple(int(v) for v in npz[f"coords_{a}"]) for a in AXES}
         inputs_fp = str(npz["inputs_fp"]) if "inputs_fp" in npz.files else ""
     return WellData(array, coords), inputs_fp
+
+
+class InputChangedError(RuntimeError):
+    """A source file changed while it was read (a copy still in progress?). Retried."""
+
+    transient = True
+
+
+def _read_source(plan: StepPlan, storage_options: dict[str, Any]) -> tuple[WellData, str]:
+    """Read the source planes between two fingerprints; they must agree.
+
+    The fingerprint recorded for resume then describes exactly the bytes that were read: a plane
+    replaced during (or after) the read makes the stamps differ, so the well is read again here,
+    and a later resume recomputes it instead of trusting a stale output.
+    """
+    shape = plan.metadata.get("plane_shape")
+    expect = (int(shape[0]), int(shape[1])) if shape else None
+    for _ in range(3):
+        before = inputs_fingerprint(plan, storage_options)
+        planes = [
+            (p, hio.read_source_plane(p.url, storage_options, expect)) for p in plan.source_planes
+        ]
+        if inputs_fingerprint(plan, storage_options) == before:
+            return assemble_planes(planes), before
+    raise InputChangedError(
+        f"well {plan.well}: its source files kept changing while they were read (is the plate "
+        "still being copied?). Retry the plate once the copy is complete."
+    )
 
 
 def _save_intermediate(
@@ -85,10 +111,28 @@ def _write_done_marker(
     plan: StepPlan, output: OutputPlan, inputs_fp: str, storage_options: dict[str, Any]
 ) -> None:
     """Written last, after every output of the well: its presence means the well is complete."""
-    marker = {"well": plan.well, "chain_fingerprint": plan.chain_fingerprint, "inputs": inputs_fp}
+    marker = {
+        "well": plan.well,
+        "chain_fingerprint": plan.chain_fingerprint,
+        "inputs": inputs_fp,
+        "outputs": output_fingerprint(output, plan.well),
+    }
     hio.write_bytes(
         done_marker_url(output, plan.well), json.dumps(marker).encode(), storage_options
     )
+
+
+def output_fingerprint(output: OutputPlan, well: str) -> str:
+    """What a well's final output depends on besides its own steps: field shape, channels, pixel
+    size, zarr encoding, and this well's own entries of per-well settings (field translations,
+    absent planes…). A plate-wide change recomputes every well, a per-well one only that well;
+    the source-plate fingerprint, plate table URLs and storage options are left out.
+    """
+    data = output.model_dump(
+        mode="json", exclude={"source_fingerprint", "storage_options", "tables", "done_dir"}
+    )
+    keep = {k: (v.get(well) if isinstance(v, dict) and k != "zarr" else v) for k, v in data.items()}
+    return fingerprint_of(keep)
 
 
 def _materialize(plan: StepPlan, data: WellData, storage_options: dict[str, Any]) -> None:
@@ -195,13 +239,13 @@ def run_well_step(
         return _DONE_IN_MEMORY[plan.fingerprint]
     data, inputs_fp = _load_input(plan, opts)
     result, tables = apply_step(data, plan)
-    _materialize(plan, result, opts)
-    counts = _write_tables(plan, tables, opts)
     if plan.is_last:
-        _write_final(plan, result, output, opts)
-        _write_done_marker(plan, output, inputs_fp, opts)
+        counts = _write_well_outputs(plan, result, tables, output, inputs_fp, opts)
     else:
-        _save_intermediate(result, inputs_fp, plan.output_url, opts)
+        with hio.write_errors(plan.output_url):
+            _materialize(plan, result, opts)
+            counts = _write_tables(plan, tables, opts)
+            _save_intermediate(result, inputs_fp, plan.output_url, opts)
     done = WellResult(plan.well, plan.step_name, time.perf_counter() - start, counts)
     if in_memory:
         # Free the input only now: a step that fails half-way must find it again when retried.
@@ -212,11 +256,55 @@ def run_well_step(
     return done
 
 
+def _write_well_outputs(
+    plan: StepPlan,
+    result: WellData,
+    tables: dict[str, list[dict[str, Any]]],
+    output: OutputPlan,
+    inputs_fp: str,
+    opts: dict[str, Any],
+) -> dict[str, int]:
+    """The well's final outputs, marker last; on failure none of them is left behind."""
+    where = output.zarr_url or plan.output_url
+    if output.image_backend == "zarr" and output.zarr_url:
+        from prefect_hcs.formats.omezarr import parse_well
+
+        where = f"{output.zarr_url.rstrip('/')}/{parse_well(plan.well).path}"
+    try:
+        _materialize(plan, result, opts)
+        counts = _write_tables(plan, tables, opts)
+        _write_final(plan, result, output, opts)
+        _write_done_marker(plan, output, inputs_fp, opts)
+    except Exception as exc:
+        discard_well_outputs(plan, output, opts)
+        clear = hio.output_write_error(exc, where)
+        if clear is None:
+            raise
+        raise clear from exc
+    return counts
+
+
+def _output_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Plate-level writes: a full or read-only output becomes the clear OutputWriteError."""
+
+    @functools.wraps(func)
+    def wrapper(output: OutputPlan, *args: Any, **kwargs: Any) -> Any:
+        with hio.write_errors(output.zarr_url or output.root):
+            return func(output, *args, **kwargs)
+
+    return wrapper
+
+
+@_output_errors
 def prepare_outputs(
     output: OutputPlan, plate_id: str, wells: tuple[str, ...], overwrite: bool
 ) -> None:
-    """Write plate-level metadata once, before any well runs (never by racing workers)."""
+    """Write plate-level metadata once, before any well runs (never by racing workers).
+
+    Leftovers of a killed run go first: temporary files and half-written OME-Zarr fields.
+    """
     remove_partial_files(output)
+    remove_partial_fields(output, wells)
     if output.image_backend != "zarr":
         return
     from prefect_hcs.formats.omezarr import OmeZarrPlateWriter
@@ -232,6 +320,7 @@ def prepare_outputs(
     )
 
 
+@_output_errors
 def finalize_outputs(
     output: OutputPlan,
     step_plans: list[StepPlan],
@@ -283,6 +372,8 @@ def completed_wells(
         except (OSError, ValueError):
             continue
         if marker.get("chain_fingerprint") != last.chain_fingerprint:
+            continue
+        if marker.get("outputs") != output_fingerprint(plan.output, well):
             continue
         try:
             if marker.get("inputs") != inputs_fingerprint(first, opts):
