@@ -169,19 +169,35 @@ PipelineArg = Annotated[
 ]
 OptionsArg = Annotated[
     str | None,
-    typer.Option("--storage-options", help="JSON object passed to the plate's filesystem."),
+    typer.Option(
+        "--storage-options",
+        help="JSON object passed to the plate's filesystem (no secrets: name a "
+        '"credentials_block").',
+    ),
+]
+OutputOptionsArg = Annotated[
+    str | None,
+    typer.Option(
+        "--output-storage-options",
+        help="JSON object for the output's filesystem (default: the plate's, on the same kind "
+        "of store).",
+    ),
 ]
 
 
-def _options(text: str | None) -> dict:
+def _output_options(text: str | None) -> dict | None:
+    return _options(text, "--output-storage-options") if text else None
+
+
+def _options(text: str | None, flag: str = "--storage-options") -> dict:
     if not text:
         return {}
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        _fail(f"--storage-options is not valid JSON: {exc}")
+        _fail(f"{flag} is not valid JSON: {exc}")
     if not isinstance(value, dict):
-        _fail("--storage-options must be a JSON object")
+        _fail(f"{flag} must be a JSON object")
     from prefect_hcs.pipeline.compiler import secret_option_problems
 
     if problems := secret_option_problems(value):
@@ -197,13 +213,19 @@ def plan_cmd(
     pipeline_config: PipelineOpt = None,
     storage_options: OptionsArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print every step plan as JSON.")] = False,
+    output_storage_options: OutputOptionsArg = None,
 ) -> None:
     """Compile and validate the plan of a plate run without reading any pixel."""
     from prefect_hcs.runtime.compile import compile_from_parameters
 
     try:
         plan = compile_from_parameters(
-            plate, pipeline, global_config, pipeline_config, _options(storage_options)
+            plate,
+            pipeline,
+            global_config,
+            pipeline_config,
+            _options(storage_options),
+            _output_options(output_storage_options),
         )
     except _user_errors() as exc:
         _fail(str(exc))
@@ -255,6 +277,7 @@ def _run_flow(
     options: dict,
     overwrite: bool,
     show_progress: bool,
+    output_options: dict | None = None,
 ) -> tuple[dict, str | None]:
     """Run `process-plate` in this process against a real API; returns (summary, run URL)."""
     import os
@@ -303,6 +326,7 @@ def _run_flow(
                 pipeline_config=pipeline_config,
                 storage_options=options,
                 overwrite=overwrite,
+                output_storage_options=output_options,
                 return_state=True,  # fmt: skip
             )
     finally:
@@ -331,6 +355,7 @@ def run_cmd(
         bool, typer.Option(help="Replace an output plate compiled from a different source.")
     ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Plain Prefect logs.")] = False,
+    output_storage_options: OutputOptionsArg = None,
 ) -> None:
     """Process one plate as a Prefect flow run (against PREFECT_API_URL or a local server)."""
     summary, url = _run_flow(
@@ -340,7 +365,8 @@ def run_cmd(
         pipeline_config,
         _options(storage_options),
         overwrite,
-        not no_progress,  # fmt: skip
+        not no_progress,
+        _output_options(output_storage_options),  # fmt: skip
     )
     _print_summary(summary, url)
 
