@@ -256,11 +256,17 @@ def plan_cmd(
 @app.command("validate")
 def validate_cmd(
     url: Annotated[str, typer.Argument(help="OME-Zarr plate to validate.")],
+    storage_options: OptionsArg = None,
 ) -> None:
     """Validate an OME-Zarr HCS plate with independent validators (yaozarrs, ome-zarr-models)."""
     from prefect_hcs.formats.validate_zarr import validate_plate
+    from prefect_hcs.runtime.stores import fsspec_options
 
-    problems = validate_plate(url)
+    try:
+        options = fsspec_options(url, _options(storage_options))  # a credentials block, loaded
+    except _user_errors() as exc:
+        _fail(str(exc))
+    problems = validate_plate(url, options)
     if problems:
         for p in problems:
             err_console.print(f"[red]✗[/] {p}")

@@ -7,6 +7,7 @@ allowed only its own bucket). Outputs are read back through s3fs and validated.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -155,6 +156,17 @@ def test_s3_plate_to_another_bucket_validates_and_equals_a_disk_run(s3, blocks, 
     )
 
 
+def test_cli_validates_the_output_on_s3_through_a_credentials_block(s3, blocks):
+    zarr_url = f"s3://{RESULTS}/clean/S3Plate_hcs/S3Plate.ome.zarr"
+    opts = json.dumps({"credentials_block": "results-store", "endpoint_url": s3.endpoint})
+    out = subprocess.run(
+        ["prefect-hcs", "validate", zarr_url, "--storage-options", opts],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "valid OME-Zarr" in out.stdout
+
+
 _RUNNER = """
 import json, sys
 from prefect_hcs.runtime.flow import process_plate
@@ -166,8 +178,6 @@ process_plate(plate=sys.argv[1], global_config=sys.argv[2], storage_options=json
 def test_sigkill_mid_run_on_s3_then_retry_skips_done_wells_and_equals_a_clean_run(
     s3, blocks, tmp_path
 ):
-    import json
-
     from prefect_hcs.runtime.flow import process_plate
 
     out = f"s3://{RESULTS}/killed"
@@ -331,12 +341,25 @@ def test_cli_plan_prints_one_line_for_refused_credentials(s3, blocks, prefect_se
 
 
 def test_secret_keys_appear_nowhere_in_prefect_or_plans(s3, blocks, tmp_path, prefect_server):
-    """After the runs above: not in the server's database, flow-run parameters, logs,
-    artifacts or the compiled plan."""
+    """After the runs above and a run that fails on refused access (its error is logged): the
+    secrets are not in the server's database, flow-run parameters or states, logs, artifacts,
+    the server's log file or the compiled plan."""
+    import httpx
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter
+    from prefect.client.schemas.sorting import FlowRunSort, LogSort
 
     from prefect_hcs.runtime.compile import compile_from_parameters
+    from prefect_hcs.runtime.flow import process_plate
+
+    denied = process_plate(
+        plate=PLATE,
+        global_config=_config(tmp_path, "denied", f"s3://{RESULTS}/denied"),
+        storage_options=RAW_OPTS,
+        output_storage_options={**RAW_OPTS, "endpoint_url": s3.endpoint},  # not its bucket
+        return_state=True,
+    )
+    assert denied.is_failed()
 
     secrets = [u.secret for u in s3.users.values()]
     plan = compile_from_parameters(
@@ -345,15 +368,29 @@ def test_secret_keys_appear_nowhere_in_prefect_or_plans(s3, blocks, tmp_path, pr
     )  # fmt: skip
     blob = plan.model_dump_json()
     assert "raw-store" in blob and "results-store" in blob
+    texts = [blob]
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(limit=200)
-        assert runs
-        texts = [blob] + [str(r.parameters) for r in runs]
-        texts += [lg.message for lg in client.read_logs(LogFilter(), limit=200)]
-        texts += [str(a.data) + str(a.description) for a in client.read_artifacts(limit=200)]
-    db = [p for p in Path(os.environ["PREFECT_HOME"]).parent.rglob("*.db*") if p.is_file()]
+        runs = client.read_flow_runs(sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=200)
+        assert any(r.parameters.get("output_storage_options") for r in runs)
+        texts += [str(r.parameters) + str(r.state.message if r.state else "") for r in runs]
+        offset = 0
+        while logs := client.read_logs(
+            LogFilter(), limit=200, offset=offset, sort=LogSort.TIMESTAMP_ASC
+        ):
+            texts += [lg.message for lg in logs]
+            offset += len(logs)
+    arts: list = []
+    while page := httpx.post(
+        f"{prefect_server}/artifacts/filter", json={"limit": 200, "offset": len(arts)}
+    ).json():
+        arts += page
+    texts += [json.dumps(a) for a in arts]
+    assert offset > 0 and arts
+    home = Path(os.environ["PREFECT_HOME"]).parent  # the session's client and server homes
+    db = [p for p in home.rglob("*.db*") if p.is_file()]
     assert db, "the server's SQLite database was not found"
     raw_db = b"".join(p.read_bytes() for p in db)
+    texts += [p.read_text(errors="replace") for p in home.rglob("*.log") if p.is_file()]
     for secret in secrets:
         assert all(secret not in t for t in texts)
         assert secret.encode() not in raw_db

@@ -77,8 +77,7 @@ def read_tiff(fs: AbstractFileSystem, path: str) -> np.ndarray:
     """Read one 2-D TIFF plane; a missing, corrupt or truncated file raises PlateError naming it."""
     where = display(fs, path)
     try:
-        with fs.open(path, "rb") as fh:
-            data = fh.read()
+        data = fs.cat_file(path)  # one GET on object stores (open() would HEAD first)
     except FileNotFoundError as exc:
         raise PlateError(f"image file not found: {where}") from exc
     try:

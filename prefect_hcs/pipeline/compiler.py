@@ -98,8 +98,8 @@ def secret_option_problems(storage_options: dict[str, Any] | None) -> list[str]:
         if any(s in key.lower() for s in SECRET_KEYS):
             problems.append(
                 f"storage option {key!r} looks like a secret; plans are published as artifacts. "
-                "Put credentials in a Block (e.g. OmeroCredentials) and pass its name "
-                "(credentials_block=...) instead"
+                "Put credentials in a Block (OmeroCredentials; AwsCredentials or "
+                "MinIOCredentials for S3) and pass its name (credentials_block=...) instead"
             )
     return problems
 
