@@ -266,19 +266,35 @@ PipelineArg = Annotated[
 ]
 OptionsArg = Annotated[
     str | None,
-    typer.Option("--storage-options", help="JSON object passed to the plate's filesystem."),
+    typer.Option(
+        "--storage-options",
+        help="JSON object passed to the plate's filesystem (no secrets: name a "
+        '"credentials_block").',
+    ),
+]
+OutputOptionsArg = Annotated[
+    str | None,
+    typer.Option(
+        "--output-storage-options",
+        help="JSON object for the output's filesystem (default: the plate's, on the same kind "
+        "of store).",
+    ),
 ]
 
 
-def _options(text: str | None) -> dict:
+def _output_options(text: str | None) -> dict | None:
+    return _options(text, "--output-storage-options") if text else None
+
+
+def _options(text: str | None, flag: str = "--storage-options") -> dict:
     if not text:
         return {}
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        _fail(f"--storage-options is not valid JSON: {exc}")
+        _fail(f"{flag} is not valid JSON: {exc}")
     if not isinstance(value, dict):
-        _fail("--storage-options must be a JSON object")
+        _fail(f"{flag} must be a JSON object")
     from prefect_hcs.pipeline.compiler import secret_option_problems
 
     if problems := secret_option_problems(value):
@@ -294,13 +310,19 @@ def plan_cmd(
     pipeline_config: PipelineOpt = None,
     storage_options: OptionsArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print every step plan as JSON.")] = False,
+    output_storage_options: OutputOptionsArg = None,
 ) -> None:
     """Compile and validate the plan of a plate run without reading any pixel."""
     from prefect_hcs.runtime.compile import compile_from_parameters
 
     try:
         plan = compile_from_parameters(
-            plate, pipeline, global_config, pipeline_config, _options(storage_options)
+            plate,
+            pipeline,
+            global_config,
+            pipeline_config,
+            _options(storage_options),
+            _output_options(output_storage_options),
         )
     except _user_errors() as exc:
         _fail(str(exc))
@@ -338,11 +360,17 @@ def plan_cmd(
 @app.command("validate")
 def validate_cmd(
     url: Annotated[str, typer.Argument(help="OME-Zarr plate to validate.")],
+    storage_options: OptionsArg = None,
 ) -> None:
     """Validate an OME-Zarr HCS plate with independent validators (yaozarrs, ome-zarr-models)."""
     from prefect_hcs.formats.validate_zarr import validate_plate
+    from prefect_hcs.runtime.stores import fsspec_options
 
-    problems = validate_plate(url)
+    try:
+        options = fsspec_options(url, _options(storage_options))  # a credentials block, loaded
+    except _user_errors() as exc:
+        _fail(str(exc))
+    problems = validate_plate(url, options)
     if problems:
         for p in problems:
             err_console.print(f"[red]✗[/] {p}")
@@ -359,6 +387,7 @@ def _run_flow(
     options: dict,
     overwrite: bool,
     show_progress: bool,
+    output_options: dict | None = None,
 ) -> tuple[dict, str | None]:
     """Run `process-plate` in this process against a real API; returns (summary, run URL)."""
     import os
@@ -411,6 +440,7 @@ def _run_flow(
                 pipeline_config=pipeline_config,
                 storage_options=options,
                 overwrite=overwrite,
+                output_storage_options=output_options,
                 return_state=True,  # fmt: skip
             )
     finally:
@@ -439,6 +469,7 @@ def run_cmd(
         bool, typer.Option(help="Replace an output plate compiled from a different source.")
     ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Plain Prefect logs.")] = False,
+    output_storage_options: OutputOptionsArg = None,
 ) -> None:
     """Process one plate as a Prefect flow run (against PREFECT_API_URL or a local server)."""
     summary, url = _run_flow(
@@ -448,7 +479,8 @@ def run_cmd(
         pipeline_config,
         _options(storage_options),
         overwrite,
-        not no_progress,  # fmt: skip
+        not no_progress,
+        _output_options(output_storage_options),  # fmt: skip
     )
     _print_summary(summary, url)
 

@@ -42,6 +42,7 @@ from prefect_hcs.pipeline.plan import (
 )
 from prefect_hcs.pipeline.planes import select_planes
 from prefect_hcs.pipeline.wells import WellFilterError, select_wells
+from prefect_hcs.storage.object_store import inherit_output_options
 
 SECRET_KEYS = ("password", "passwd", "secret", "token", "key")
 _DIMS = ("timepoint", "channel", "z", "site")
@@ -113,8 +114,8 @@ def secret_option_problems(storage_options: dict[str, Any] | None) -> list[str]:
         if any(s in key.lower() for s in SECRET_KEYS):
             problems.append(
                 f"storage option {key!r} looks like a secret; plans are published as artifacts. "
-                "Put credentials in a Block (e.g. OmeroCredentials) and pass its name "
-                "(credentials_block=...) instead"
+                "Put credentials in a Block (OmeroCredentials; AwsCredentials or "
+                "MinIOCredentials for S3) and pass its name (credentials_block=...) instead"
             )
     return problems
 
@@ -376,13 +377,19 @@ def compile_plate(
     global_layer: BaseModel | None = None,
     pipeline_layer: BaseModel | None = None,
     storage_options: dict[str, Any] | None = None,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> PlatePlan:
-    """Plan every (well, step) of a plate run, or raise `CompileError` listing every problem."""
+    """Plan every (well, step) of a plate run, or raise `CompileError` listing every problem.
+
+    `storage_options` are the plate's; `output_storage_options` every output's (None: the
+    plate's when the output is on the same kind of store, else none).
+    """
     storage_options = dict(storage_options or {})
     pipeline, fitted = fit_to_plate(pipeline, layout)  # the built-in demo plans on any plate
     ctx = _Context(layout, pipeline)
     ctx.warnings.extend(fitted)
     _check_storage_options(ctx, storage_options)
+    _check_storage_options(ctx, output_storage_options or {})
     steps = [s for s in pipeline.steps if s.enabled]
     if not steps:
         raise CompileError(["every step of the pipeline is disabled"])
@@ -433,6 +440,8 @@ def compile_plate(
                 "path_planning_config.output_dir_suffix to a non-empty suffix or "
                 "global_output_folder to another folder"
             )
+    if output_storage_options is None:
+        output_storage_options = inherit_output_options(layout.url, root, storage_options)
     image_backend = "zarr" if root_backend == "disk" else "omero"
     zarr_url = _join(root, f"{layout.plate_id}.ome.zarr") if image_backend == "zarr" else None
 
@@ -630,7 +639,7 @@ def compile_plate(
         root_backend=root_backend,
         image_backend=image_backend,
         zarr_url=zarr_url,
-        storage_options=storage_options,
+        storage_options=dict(output_storage_options),
         tables=table_urls,
         fields_per_well=sizes["site"],
         field_shape=yx,

@@ -12,6 +12,7 @@ from typing import Any
 
 from prefect_hcs.pipeline.plan import OutputPlan, StepPlan
 from prefect_hcs.runtime import io as hio
+from prefect_hcs.runtime.stores import fsspec_options
 
 
 def discard_well_outputs(plan: StepPlan, output: OutputPlan, opts: dict[str, Any]) -> None:
@@ -43,9 +44,11 @@ def remove_partial_fields(output: OutputPlan, wells: tuple[str, ...]) -> list[st
     from prefect_hcs.formats.omezarr import OmeZarrPlateWriter, field_path, read_plate_attrs
 
     fs, root = hio.fs_for(output.zarr_url, output.storage_options)
-    if not fs.isdir(root) or "prefect_hcs" not in (read_plate_attrs(output.zarr_url) or {}):
+    zarr_opts = fsspec_options(output.zarr_url, output.storage_options)
+    attrs = read_plate_attrs(output.zarr_url, zarr_opts) if fs.isdir(root) else None
+    if "prefect_hcs" not in (attrs or {}):
         return []  # nothing there, or not a plate we wrote: never touched
-    writer = OmeZarrPlateWriter(output.zarr_url)
+    writer = OmeZarrPlateWriter(output.zarr_url, zarr_opts)
     removed = []
     for well in wells:
         for f in range(output.fields_per_well):

@@ -69,9 +69,12 @@ def compile_plan_task(
     global_config: str | None,
     pipeline_config: str | None,
     storage_options: dict[str, Any] | None,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> PlatePlan:
     """Discover the plate and compile every (well, step) plan; fails before any pixel is read."""
-    return compile_from_parameters(plate, pipeline, global_config, pipeline_config, storage_options)
+    return compile_from_parameters(
+        plate, pipeline, global_config, pipeline_config, storage_options, output_storage_options
+    )
 
 
 @task(name="prepare-outputs", cache_policy=NO_CACHE)
@@ -241,17 +244,27 @@ def process_plate(
     pipeline_config: PlainStr | None = None,
     storage_options: PlainMapping | None = None,
     overwrite: bool = False,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Process one plate: compile all plans, prepare outputs, run steps per chunk, finalize.
 
     `global_config` and `pipeline_config` are Block names (or YAML file paths); `pipeline` is a
     built-in name, a YAML/JSON document or a mapping; `storage_options` go to the plate's
-    filesystem and must not hold secrets (use a credentials Block name).
+    filesystem and must not hold secrets (name a credentials Block: ``credentials_block``);
+    `output_storage_options` go to every output's (None: the plate's, if on the same kind of
+    store). See docs/scale-out.md.
     """
     monitor = PlateMonitor(plate)
     try:
         summary = _process(
-            monitor, plate, pipeline, global_config, pipeline_config, storage_options, overwrite
+            monitor,
+            plate,
+            pipeline,
+            global_config,
+            pipeline_config,
+            storage_options,
+            overwrite,
+            output_storage_options,
         )
     except Exception as exc:
         monitor.failed(exc)
@@ -270,6 +283,7 @@ def _process(
     pipeline_config: str | None,
     storage_options: dict[str, Any] | None,
     overwrite: bool,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The body of `process_plate`; `monitor` mirrors its progress in the Prefect UI."""
     logger = get_run_logger()
@@ -279,7 +293,7 @@ def _process(
               "pipeline_config": pipeline_config}  # fmt: skip
     run_guard.record_parameters(params)
     plan = compile_plan_task.with_options(task_run_name=f"compile-plan · {monitor.plate_id}")(
-        plate, pipeline, global_config, pipeline_config, opts
+        plate, pipeline, global_config, pipeline_config, opts, output_storage_options
     )
     label = f" · {plan.plate_id}"  # plate-level task runs carry the plate in their names
     run_guard.take_output_lease(plan, params, logger)  # one owner per output, before any write

@@ -22,7 +22,10 @@ import tifffile
 from prefect_hcs.errors import UserFacingError
 from prefect_hcs.formats.detect import read_tiff
 
-_NO_RENAME = ("memory", "omero")
+# Object stores have no folders to create, a single PUT is already all-or-nothing, and "rename"
+# there is a copy plus a delete (twice the traffic, and not atomic): write those directly.
+_OBJECT_STORES = ("s3", "s3a", "gcs", "gs", "abfs", "az")
+_NO_RENAME = ("memory", "omero", *_OBJECT_STORES)
 
 
 class OutputWriteError(UserFacingError, OSError):
@@ -30,10 +33,13 @@ class OutputWriteError(UserFacingError, OSError):
 
 
 def fs_for(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
-    """(filesystem, path) for a URL; storage options apply to remote filesystems only."""
-    local = "://" not in url or url.startswith(("file://", "memory://"))
-    opts = {} if local else dict(storage_options or {})
-    return fsspec.core.url_to_fs(url, **opts)
+    """(filesystem, path) for a URL; storage options apply to remote filesystems only.
+
+    A ``credentials_block`` option is resolved here, in the process doing the I/O (`stores`).
+    """
+    from prefect_hcs.runtime.stores import fsspec_options
+
+    return fsspec.core.url_to_fs(url, **fsspec_options(url, storage_options))
 
 
 def read_source_plane(
@@ -55,7 +61,7 @@ def write_bytes(url: str, data: bytes, storage_options: dict[str, Any] | None = 
     protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
     with write_errors(url, len(data)):
-        if parent:
+        if parent and not any(p in _OBJECT_STORES for p in protocols):
             fs.makedirs(parent, exist_ok=True)
         if any(p in _NO_RENAME for p in protocols):
             fs.pipe_file(path, data)

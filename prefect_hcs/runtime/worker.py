@@ -22,6 +22,8 @@ from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan, fingerpri
 from prefect_hcs.runtime import io as hio
 from prefect_hcs.runtime import thumbnails
 from prefect_hcs.runtime.cleanup import discard_well_outputs, remove_partial_fields
+from prefect_hcs.runtime.stores import fsspec_options
+from prefect_hcs.storage.object_store import file_stamp
 
 
 @dataclass
@@ -33,27 +35,29 @@ class WellResult:
 
 
 def inputs_fingerprint(plan: StepPlan, storage_options: dict[str, Any]) -> str:
-    """Identity of a well's source files: URL, size and modification stamp of every plane.
+    """Identity of a well's source files: URL, size and stamp of every plane.
 
-    A replaced file changes it, so a retried run recomputes that well even if it had completed.
+    The stamp is the version id or ETag on object stores, the mtime elsewhere (`file_stamp`). A
+    replaced file changes it, so a retried run recomputes that well even if it had completed.
     """
     stamps = []
     for p in plan.source_planes:
         fs, path = hio.fs_for(p.url, storage_options)
         info = fs.info(path)
-        stamp = next(
-            (info[k] for k in ("ETag", "etag", "mtime", "LastModified", "created") if k in info),
-            None,
-        )
-        stamps.append([p.url, info.get("size"), str(stamp)])
+        stamps.append([p.url, info.get("size"), file_stamp(info)])
     return fingerprint_of(stamps)
 
 
-def _load_input(plan: StepPlan, storage_options: dict[str, Any]) -> tuple[WellData, str]:
-    """The step's input pixels and the fingerprint of the well's source files."""
+def _load_input(
+    plan: StepPlan, storage_options: dict[str, Any], output_options: dict[str, Any]
+) -> tuple[WellData, str]:
+    """The step's input pixels and the fingerprint of the well's source files.
+
+    Source planes are read with the plate's options, intermediates with the output's.
+    """
     if plan.read_from is None:
         return _read_source(plan, storage_options)
-    blob = hio.read_bytes(plan.read_from, storage_options)
+    blob = hio.read_bytes(plan.read_from, output_options)
     with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
         array = npz["array"]
         coords = {a: tuple(int(v) for v in npz[f"coords_{a}"]) for a in AXES}
@@ -143,7 +147,8 @@ def _materialize(plan: StepPlan, data: WellData, storage_options: dict[str, Any]
 
         from prefect_hcs.formats.omezarr import open_store
 
-        store = open_store(plan.materialized_output_dir or "", storage_options=None)
+        url = plan.materialized_output_dir or ""
+        store = open_store(url, storage_options=fsspec_options(url, storage_options))
         try:
             root = zarr.open_group(store=store, mode="a", zarr_format=3)
         except zarr.errors.ContainsGroupError:  # another well created the group concurrently
@@ -195,7 +200,7 @@ def _write_final(
         return
     from prefect_hcs.formats.omezarr import OmeZarrPlateWriter
 
-    writer = OmeZarrPlateWriter(output.zarr_url or "", storage_options=None)
+    writer = OmeZarrPlateWriter(output.zarr_url or "", storage_options=zarr_options(output))
     array = fit_yx(data.array, output.field_shape)
     for s in range(array.shape[3]):
         writer.write_field(
@@ -208,6 +213,11 @@ def _write_final(
             level=int(output.zarr["compression_level"]),
             chunk_yx=int(output.zarr["chunk_size"]),
         )
+
+
+def zarr_options(output: OutputPlan) -> dict[str, Any]:
+    """fsspec options for the output OME-Zarr plate (credentials resolved in this process)."""
+    return fsspec_options(output.zarr_url or "", output.storage_options)
 
 
 def fit_yx(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -230,22 +240,27 @@ _DONE_IN_MEMORY: dict[str, WellResult] = {}
 def run_well_step(
     plan: StepPlan, output: OutputPlan, storage_options: dict[str, Any] | None = None
 ) -> WellResult:
-    """Execute one step plan for one well, start to finish."""
+    """Execute one step plan for one well, start to finish.
+
+    `storage_options` are the plate's; every output (intermediates, checkpoints, tables, the
+    OME-Zarr plate, thumbnails, markers) uses the output's, `output.storage_options`.
+    """
     opts = dict(storage_options or {})
+    out = dict(output.storage_options)
     start = time.perf_counter()
     source = plan.read_from or ""
     in_memory = source.startswith("memory://")
     if in_memory and plan.fingerprint in _DONE_IN_MEMORY and not hio.exists(source):
         return _DONE_IN_MEMORY[plan.fingerprint]
-    data, inputs_fp = _load_input(plan, opts)
+    data, inputs_fp = _load_input(plan, opts, out)
     result, tables = apply_step(data, plan)
     if plan.is_last:
-        counts = _write_well_outputs(plan, result, tables, output, inputs_fp, opts)
+        counts = _write_well_outputs(plan, result, tables, output, inputs_fp, out)
     else:
         with hio.write_errors(plan.output_url):
-            _materialize(plan, result, opts)
-            counts = _write_tables(plan, tables, opts)
-            _save_intermediate(result, inputs_fp, plan.output_url, opts)
+            _materialize(plan, result, out)
+            counts = _write_tables(plan, tables, out)
+            _save_intermediate(result, inputs_fp, plan.output_url, out)
     done = WellResult(plan.well, plan.step_name, time.perf_counter() - start, counts)
     if in_memory:
         # Free the input only now: a step that fails half-way must find it again when retried.
@@ -309,7 +324,7 @@ def prepare_outputs(
         return
     from prefect_hcs.formats.omezarr import OmeZarrPlateWriter
 
-    OmeZarrPlateWriter(output.zarr_url or "").initialize(
+    OmeZarrPlateWriter(output.zarr_url or "", zarr_options(output)).initialize(
         plate_name=plate_id,
         wells=list(wells),
         fields_per_well=output.fields_per_well,
@@ -327,8 +342,11 @@ def finalize_outputs(
     storage_options: dict[str, Any] | None = None,
     summary: dict[str, Any] | None = None,
 ) -> dict[str, str]:
-    """Merge per-well tables into plate tables and mark the OME-Zarr plate complete."""
-    opts = dict(storage_options or {})
+    """Merge per-well tables into plate tables and mark the OME-Zarr plate complete.
+
+    Every file here is an output, so the output's storage options are used.
+    """
+    opts = dict(output.storage_options)
     written: dict[str, str] = {}
     for key, url in output.tables.items():
         step, name = key.split(".", 1)
@@ -341,7 +359,7 @@ def finalize_outputs(
     if output.image_backend == "zarr":
         from prefect_hcs.formats.omezarr import OmeZarrPlateWriter
 
-        OmeZarrPlateWriter(output.zarr_url or "").finalize(summary=summary)
+        OmeZarrPlateWriter(output.zarr_url or "", zarr_options(output)).finalize(summary=summary)
     return written
 
 
@@ -354,21 +372,22 @@ def completed_wells(
     and the same source-file fingerprint, and every output it should have is present (OME-Zarr
     fields with metadata and all chunks, tables, checkpoints). Anything else is recomputed.
     """
-    opts = dict(storage_options or {})
+    opts = dict(storage_options or {})  # the plate's
+    out = dict(plan.output.storage_options)
     done: dict[str, str] = {}
     writer = None
     if plan.output.image_backend == "zarr" and plan.output.zarr_url:
         from prefect_hcs.formats.omezarr import OmeZarrPlateWriter
 
-        writer = OmeZarrPlateWriter(plan.output.zarr_url)
+        writer = OmeZarrPlateWriter(plan.output.zarr_url, zarr_options(plan.output))
     for well in plan.wells:
         plans = plan.plans_for(well)
         last, first = plans[-1], plans[0]
         marker_url = done_marker_url(plan.output, well)
         try:
-            if not hio.exists(marker_url, opts):
+            if not hio.exists(marker_url, out):
                 continue
-            marker = json.loads(hio.read_bytes(marker_url, opts))
+            marker = json.loads(hio.read_bytes(marker_url, out))
         except (OSError, ValueError):
             continue
         if marker.get("chain_fingerprint") != last.chain_fingerprint:
@@ -393,7 +412,7 @@ def completed_wells(
             for f in range(plan.output.fields_per_well)
         ):
             continue
-        if all(hio.exists(u, opts) for u in expected):
+        if all(hio.exists(u, out) for u in expected):
             done[well] = marker_url
     return done
 
