@@ -235,3 +235,82 @@ def test_no_configured_api_starts_one_local_server_on_the_set_port_and_reuses_it
     finally:
         if record.exists():
             os.killpg(json.loads(record.read_text())["pid"], signal.SIGTERM)
+
+
+class _AuthProxy:
+    """An HTTP front of the test server that, like Prefect Cloud, requires `Bearer <key>`."""
+
+    def __init__(self, upstream: str, key: str):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import httpx
+
+        origin = upstream.removesuffix("/api")
+        self.seen: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                outer.seen.append((self.path, self.headers.get("Authorization", "")))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Authorization") != f"Bearer {key}":
+                    self._reply(401, b'{"detail": "Unauthorized"}', {})
+                    return
+                skip = {"host", "authorization", "content-length", "connection"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                r = httpx.request(self.command, origin + self.path, content=body,
+                                  headers=headers, timeout=60)  # fmt: skip
+                self._reply(r.status_code, r.content, r.headers)
+
+            def _reply(self, code: int, content: bytes, headers) -> None:
+                self.send_response(code)
+                ctype = headers.get("content-type", "application/json")
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_api_key_from_the_profile_is_sent_and_never_printed(prefect_server, tmp_path):
+    from prefect_hcs.blocks.config_blocks import LAYER_BLOCKS
+
+    key = f"pnu_{uuid.uuid4().hex}"
+    proxy = _AuthProxy(prefect_server, key)
+    name = f"keyed-{uuid.uuid4().hex[:8]}"
+    try:
+        env = _profile_home(tmp_path, PREFECT_API_URL=proxy.url, PREFECT_API_KEY=key)
+        proxy.seen.clear()  # `prefect profile use` checks /health without the key
+        applied = _hcs(env, "blocks", "apply", str(_block_folder(tmp_path, name)))
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        explained = _hcs(env, "config", "explain", "-g", name, "--json")
+        assert explained.returncode == 0, explained.stderr
+        assert json.loads(explained.stdout)["num_workers"]["value"] == 3
+        assert LAYER_BLOCKS["global"].load(name, _sync=True).num_workers == 3
+        # every HTTP request carried the key (the events websocket authenticates in-band)
+        http = [(p, a) for p, a in proxy.seen if not p.startswith("/api/events/")]
+        assert http and {a for _, a in http} == {f"Bearer {key}"}, http
+
+        _prefect(env, "config", "set", "PREFECT_API_KEY=pnu_wrong-key-not-to-be-printed")
+        refused = _hcs(env, "blocks", "apply", str(tmp_path / "blocks"))
+    finally:
+        proxy.close()
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "refused the credentials (HTTP 401)" in lines[0], refused.stderr
+    for out in (applied, explained, refused):
+        assert key not in out.stdout + out.stderr
+        assert "wrong-key" not in out.stdout + out.stderr
