@@ -8,7 +8,6 @@ that they can use the TIFF helpers here without an import cycle.
 from __future__ import annotations
 
 import io
-import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,34 +171,18 @@ def plate_sort_key(ref: ImageRef) -> tuple[int, int, int, int, int, int]:
 
 
 def check_complete(where: str, images: list[ImageRef], hint: str = "") -> None:
-    """Every (well, site, channel, z, timepoint) of the axes found must have exactly one plane.
+    """All-or-nothing check kept for handlers not yet converted: absent planes count as missing.
 
-    A hole would only surface as a crash deep inside a run (at well 217), so it is rejected here.
+    Handlers should call `prefect_hcs.formats.completeness.plane_completeness` instead and put
+    the absent planes it returns into `PlateLayout.absent`.
     """
-    if not images:
-        raise PlateError(f"no images found in {where}{hint}")
-    seen: dict[tuple[str, int, int, int, int], str] = {}
-    duplicates: list[str] = []
-    for ref in images:
-        key = (ref.well, ref.site, ref.channel, ref.z, ref.timepoint)
-        if key in seen:
-            duplicates.append(f"{key}: {seen[key]} and {ref.path}")
-        seen[key] = ref.path
-    if duplicates:
-        shown = "; ".join(duplicates[:10])
-        more = f" and {len(duplicates) - 10} more" if len(duplicates) > 10 else ""
+    from prefect_hcs.formats.completeness import plane_completeness
+
+    absent = plane_completeness(where, images, hint=hint)
+    if absent:
+        shown = listed([f"({a.well}, {a.site}, {a.channel}, {a.z}, {a.timepoint})" for a in absent])
         raise PlateError(
-            f"{len(duplicates)} planes of {where} are present more than once "
-            f"((well, site, channel, z, timepoint): files): {shown}{more}. Remove the extra files."
-        )
-    wells = sorted({r.well for r in images}, key=split_well)
-    axes = [sorted({getattr(r, a) for r in images}) for a in ("site", "channel", "z", "timepoint")]
-    missing = [combo for combo in itertools.product(wells, *axes) if combo not in seen]
-    if missing:
-        shown = ", ".join(f"({w}, {s}, {c}, {z}, {t})" for w, s, c, z, t in missing[:10])
-        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-        raise PlateError(
-            f"{len(missing)} planes missing in {where}: every well must have every site, channel, "
+            f"{len(absent)} planes missing in {where}: every well must have every site, channel, "
             f"z-plane and timepoint found in the plate. Missing (well, site, channel, z, timepoint): "
-            f"{shown}{more}.{hint} Re-export the plate, or drop the incomplete wells."
+            f"{shown}.{hint} Re-export the plate, or drop the incomplete wells."
         )
