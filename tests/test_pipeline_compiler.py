@@ -191,8 +191,9 @@ def test_compile_time_rejections(case, pipeline, layer, needle):
 
 
 def test_stitching_a_plate_without_grid_is_rejected():
-    with pytest.raises(CompileError, match="needs the site grid"):
-        compile_plate(make_layout(2, grid=None), DEMO)
+    stitch = pipe({"name": "stitch", "func": "stitch_tiles"})
+    with pytest.raises(CompileError, match="needs the fields' stage positions or the site grid"):
+        compile_plate(make_layout(2, grid=None), stitch)
 
 
 def test_secrets_in_storage_options_are_rejected():

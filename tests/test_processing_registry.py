@@ -51,7 +51,7 @@ def test_list_functions_is_sorted_and_complete():
 
 def test_stitch_spec_declares_metadata_and_outputs():
     spec = get_function("stitch_tiles")
-    assert spec.metadata_inputs == ("grid", "overlap")
+    assert spec.metadata_inputs == ("grid", "overlap", "site_positions_px")
     assert spec.special_outputs == ("tile_positions",)
     assert "grid" not in spec.parameters and "overlap" not in spec.parameters
     assert spec.parameters["max_shift"].default == 20
@@ -216,4 +216,10 @@ def test_sequence_annotation_checked():
 def test_package_exports_contract():
     for attr in ("register", "get_function", "list_functions", "validate_kwargs", "FunctionSpec"):
         assert hasattr(processing, attr)
-    assert set(processing.METADATA_INPUTS) == {"grid", "overlap", "pixel_size_um", "channel_names"}
+    assert set(processing.METADATA_INPUTS) == {
+        "grid",
+        "overlap",
+        "pixel_size_um",
+        "channel_names",
+        "site_positions_px",
+    }

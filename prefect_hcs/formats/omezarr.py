@@ -20,11 +20,14 @@ from typing import Any
 import fsspec
 import numpy as np
 import zarr
+from ome_zarr.axes import Axes
+from ome_zarr.format import FormatV05
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 from zarr.storage import FsspecStore, LocalStore
 
 from prefect_hcs.errors import UserFacingError
 from prefect_hcs.formats.layout import row_name
+from prefect_hcs.formats.physical import channel_color
 
 __all__ = [
     "NGFF_VERSION",
@@ -43,23 +46,9 @@ NGFF_VERSION = "0.5"
 AXES = ("t", "c", "z", "y", "x")
 _MARK = "prefect_hcs"  # our attribute namespace on the plate group: it marks the store as ours
 _WELL_RE = re.compile(r"^([A-Za-z]{1,2})\s*[/_-]?\s*0*(\d{1,3})$")
-_DEFAULT_COLORS = ("0000FF", "00FF00", "FF0000", "FF00FF", "00FFFF", "FFFF00", "FFFFFF")
-_NAMED_COLORS = {
-    "dapi": "0000FF",
-    "hoechst": "0000FF",
-    "nuclei": "0000FF",
-    "gfp": "00FF00",
-    "fitc": "00FF00",
-    "488": "00FF00",
-    "tritc": "FF0000",
-    "rfp": "FF0000",
-    "cy3": "FF0000",
-    "mcherry": "FF0000",
-    "561": "FF0000",
-    "cy5": "FF00FF",
-    "640": "FF00FF",
-    "647": "FF00FF",
-}
+#: Axis units written when the value is known (NGFF / UDUNITS-2 names).
+SPACE_UNIT = "micrometer"
+TIME_UNIT = "second"
 
 
 class OutputExistsError(UserFacingError, FileExistsError):
@@ -214,14 +203,6 @@ def pyramid_shapes(
     return shapes
 
 
-def _channel_color(name: str, index: int) -> str:
-    low = name.lower()
-    for key, color in _NAMED_COLORS.items():
-        if key in low:
-            return color
-    return _DEFAULT_COLORS[index % len(_DEFAULT_COLORS)]
-
-
 def _dtype_range(dtype: np.dtype) -> tuple[float, float]:
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
@@ -229,7 +210,9 @@ def _dtype_range(dtype: np.dtype) -> tuple[float, float]:
     return 0.0, 1.0  # bool and float: widened to the data range by the caller
 
 
-def _omero(data: np.ndarray, channel_names: Sequence[str]) -> dict:
+def _omero(
+    data: np.ndarray, channel_names: Sequence[str], colors: Sequence[str] | None = None
+) -> dict:
     lo_all, hi_all = _dtype_range(data.dtype)
     channels = []
     for i, name in enumerate(channel_names):
@@ -240,7 +223,7 @@ def _omero(data: np.ndarray, channel_names: Sequence[str]) -> dict:
         channels.append(
             {
                 "label": str(name),
-                "color": _channel_color(str(name), i),
+                "color": colors[i] if colors else channel_color(str(name), None, i),
                 "window": {"start": lo, "end": hi, "min": lo_all, "max": hi_all},
                 "active": True,
                 "coefficient": 1.0,
@@ -254,15 +237,40 @@ def _omero(data: np.ndarray, channel_names: Sequence[str]) -> dict:
     }
 
 
-def _axes(pixel_size_um: float | None, z_step_um: float | None) -> list[dict]:
-    axes: list[dict] = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}]
-    for name in ("z", "y", "x"):
-        axis: dict = {"name": name, "type": "space"}
-        known = z_step_um if name == "z" else pixel_size_um
-        if known is not None:
-            axis["unit"] = "micrometer"
-        axes.append(axis)
-    return axes
+def _axes(
+    pixel_size_um: float | None, z_step_um: float | None, time_interval_s: float | None = None
+) -> list[dict]:
+    """NGFF axes (through ome-zarr-py's validating `Axes`), with a unit only where it is known."""
+    units = {"t": TIME_UNIT} if time_interval_s is not None else {}
+    if z_step_um is not None:
+        units["z"] = SPACE_UNIT
+    if pixel_size_um is not None:
+        units.update(y=SPACE_UNIT, x=SPACE_UNIT)
+    return Axes(list(AXES), axes_units=units, fmt=FormatV05()).to_list()
+
+
+def _transforms(
+    level: int,
+    pixel_size_um: float | None,
+    z_step_um: float | None,
+    time_interval_s: float | None,
+    translation_um: tuple[float, float] | None,
+) -> list[dict]:
+    """Scale and translation of one pyramid level, in the axes' units (pixels when unknown).
+
+    ``translation_um`` (y, x) places the field where the microscope took it; a 2x2 mean also puts
+    the pixel centre half a (coarse) pixel in.
+    """
+    px = 1.0 if pixel_size_um is None else float(pixel_size_um)
+    pz = 1.0 if z_step_um is None else float(z_step_um)
+    dt = 1.0 if time_interval_s is None else float(time_interval_s)
+    f = 2**level
+    ty, tx = translation_um if translation_um is not None else (0.0, 0.0)
+    half = px * (f - 1) / 2
+    return [
+        {"type": "scale", "scale": [dt, 1.0, pz, px * f, px * f]},
+        {"type": "translation", "translation": [0.0, 0.0, 0.0, ty + half, tx + half]},
+    ]
 
 
 def _compressors(compressor: str, level: int) -> list:
@@ -489,8 +497,19 @@ class OmeZarrPlateWriter:
         compressor: str = "zstd",
         level: int = 3,
         z_step_um: float | None = None,
+        time_interval_s: float | None = None,
+        translation_um: tuple[float, float] | None = None,
+        channel_colors: Sequence[str] | None = None,
+        absent_planes: Sequence[dict[str, int]] = (),
     ) -> str:
         """Write one field image (t, c, z, y, x) with its pyramid; return the field group's URL.
+
+        Physical metadata: ``pixel_size_um``, ``z_step_um`` (µm) and ``time_interval_s`` become
+        the scale of y/x, z and t with their units (an unknown value gets scale 1 and no unit);
+        ``translation_um`` (y, x) is the field's offset from its stage position. Channel
+        ``channel_colors`` (RRGGBB) go into the omero rendering metadata, and ``absent_planes``
+        (source planes the instrument did not acquire, zero-filled) into the field's
+        ``prefect_hcs`` attributes.
 
         Only '<row>/<col>/<field>' is touched (any previous content there is replaced), so
         different wells can be written concurrently from threads or processes. Arrays first,
@@ -510,9 +529,11 @@ class OmeZarrPlateWriter:
         compressors = _compressors(compressor, level)
 
         group = zarr.open_group(store=self.store, path=path, mode="w", zarr_format=3)
+        if channel_colors is not None and len(channel_colors) != data.shape[1]:
+            raise ValueError(
+                f"{len(channel_colors)} colours for {data.shape[1]} channels in {well}/{field}"
+            )
         shapes = pyramid_shapes(data.shape, n_levels)
-        px = 1.0 if pixel_size_um is None else float(pixel_size_um)
-        pz = 1.0 if z_step_um is None else float(z_step_um)
         datasets = []
         level_data = data
         for i, shape in enumerate(shapes):
@@ -531,36 +552,28 @@ class OmeZarrPlateWriter:
                 config={"write_empty_chunks": True},  # so field_complete can count chunks
             )
             arr[...] = level_data
-            f = 2**i
-            datasets.append(
-                {
-                    "path": str(i),
-                    "coordinateTransformations": [
-                        {"type": "scale", "scale": [1.0, 1.0, pz, px * f, px * f]},
-                        # a 2x2 mean puts the pixel centre half a (coarse) pixel in
-                        {
-                            "type": "translation",
-                            "translation": [0.0, 0.0, 0.0, px * (f - 1) / 2, px * (f - 1) / 2],
-                        },
-                    ],
-                }
-            )
+            transforms = _transforms(i, pixel_size_um, z_step_um, time_interval_s, translation_um)
+            datasets.append({"path": str(i), "coordinateTransformations": transforms})
+        FormatV05().validate_coordinate_transformations(
+            len(AXES), len(datasets), [d["coordinateTransformations"] for d in datasets]
+        )
         multiscale = {
             "name": path,
-            "axes": _axes(pixel_size_um, z_step_um),
+            "axes": _axes(pixel_size_um, z_step_um, time_interval_s),
             "datasets": datasets,
             "type": "mean",
             "metadata": {"method": "2x2 block mean, edge-padded for odd sizes"},
         }
-        group.attrs.put(
-            {
-                "ome": {
-                    "version": NGFF_VERSION,
-                    "multiscales": [multiscale],
-                    "omero": _omero(data, channel_names),
-                }
+        attrs: dict[str, Any] = {
+            "ome": {
+                "version": NGFF_VERSION,
+                "multiscales": [multiscale],
+                "omero": _omero(data, channel_names, channel_colors),
             }
-        )
+        }
+        if absent_planes:
+            attrs[_MARK] = {"absent_planes": [dict(p) for p in absent_planes]}
+        group.attrs.put(attrs)
         return _join(self.url, path)
 
     def _check_declared(self, well: str, field: int) -> None:

@@ -259,6 +259,8 @@ def open_phenix(
             z=r["plane"],
             timepoint=r["timepoint"],
             path=f"{folder}/{r['url']}",
+            stage_x_um=r["x"],
+            stage_y_um=r["y"],
         )
         for r in present
     ]

@@ -20,7 +20,16 @@ from prefect_hcs.config.resolver import ResolvedConfig, resolve
 from prefect_hcs.errors import UserFacingError
 from prefect_hcs.formats.layout import PlateLayout
 from prefect_hcs.formats.omezarr import parse_well
+from prefect_hcs.formats.physical import stage_positions
+from prefect_hcs.pipeline.builtin import fit_to_plate
 from prefect_hcs.pipeline.model import Pipeline, Step
+from prefect_hcs.pipeline.physical import (
+    output_physical,
+    physical_warnings,
+    positions_bound,
+    site_positions_px,
+    stitch_metadata_problem,
+)
 from prefect_hcs.pipeline.plan import (
     PLATE_TASKS,
     InputPlane,
@@ -85,6 +94,7 @@ class _Context:
         self.pipeline = pipeline
         self.problems: list[str] = []
         self.warnings: list[str] = list(layout.warnings)
+        self.stage = stage_positions(layout)  # {(well, site): stage (x, y) µm}, built once
 
     def error(self, message: str) -> None:
         self.problems.append(message)
@@ -162,7 +172,11 @@ def _step_shapes(
     for group, chain in specs.items():
         current = dict(sizes)
         for spec in chain:
-            for meta in spec.metadata_inputs:
+            placed = "site_positions_px" in spec.metadata_inputs  # stage positions, else grid
+            problem = placed and stitch_metadata_problem(ctx.layout, spec.name, current["site"])
+            if problem:
+                ctx.error(f"{where}: {problem}")
+            for meta in () if placed else spec.metadata_inputs:
                 if meta == "grid":
                     grid = ctx.layout.grid
                     if grid is None:
@@ -200,7 +214,9 @@ def _step_shapes(
 def _stitched_bound(
     kwargs: dict[str, Any], layout: PlateLayout, yx: tuple[int, int]
 ) -> tuple[int, int]:
-    """Upper bound of a stitched canvas: nominal grid extent plus the maximal stage shifts."""
+    """Upper bound of a stitched canvas: nominal extent plus the maximal stage shifts."""
+    if (bound := positions_bound(kwargs, layout, yx)) is not None:
+        return bound
     rows, cols = layout.grid or (1, 1)
     overlap = layout.tile_overlap or 0.0
     shift = int(kwargs.get("max_shift", 20))
@@ -357,7 +373,9 @@ def compile_plate(
 ) -> PlatePlan:
     """Plan every (well, step) of a plate run, or raise `CompileError` listing every problem."""
     storage_options = dict(storage_options or {})
+    pipeline, fitted = fit_to_plate(pipeline, layout)  # the built-in demo plans on any plate
     ctx = _Context(layout, pipeline)
+    ctx.warnings.extend(fitted)
     _check_storage_options(ctx, storage_options)
     steps = [s for s in pipeline.steps if s.enabled]
     if not steps:
@@ -535,6 +553,9 @@ def compile_plate(
                 mat_wells=mat_wells,
                 step_wells=step_wells,
                 special=special,
+                positions=any(
+                    "site_positions_px" in s.metadata_inputs for c in specs.values() for s in c
+                ),
             )
         )
         sizes = sizes_after
@@ -557,9 +578,7 @@ def compile_plate(
     if ctx.problems:
         raise CompileError(ctx.problems)
 
-    channel_names = tuple(
-        layout.channel_names.get(c, f"ch{c}") for c in layout.channels[: sizes["channel"]]
-    )
+    ctx.warnings.extend(physical_warnings(layout, any(i["reads_source"] for i in step_info)))
     table_urls: dict[str, str] = {}
     for info in step_info:
         for name in info["special"]:
@@ -575,8 +594,8 @@ def compile_plate(
         tables=table_urls,
         fields_per_well=sizes["site"],
         field_shape=yx,
-        channel_names=channel_names,
         pixel_size_um=layout.pixel_size_um,
+        **output_physical(layout, wells, sizes, ctx.stage),
         done_dir=(
             f"omero://plate_{_plate_number(layout)}/{{well}}/outputs/.hcs-done"
             if root_backend == "omero"
@@ -668,7 +687,11 @@ def compile_plate(
                 group_by=step.group_by,
                 input_source=step.input_source,
                 applies=well in info["step_wells"],
-                metadata=metadata,
+                metadata=(
+                    {**metadata, "site_positions_px": site_positions_px(layout, well, ctx.stage)}
+                    if info["positions"]
+                    else metadata
+                ),
                 read_backend=info["read_backend"],
                 read_from=prev_out,
                 source_planes=planes if info["reads_source"] else (),

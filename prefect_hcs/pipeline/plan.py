@@ -109,12 +109,54 @@ class OutputPlan(Frozen):
         description="(y, x) of every output field; wells are padded to it so viewers can tile."
     )
     channel_names: tuple[str, ...]
-    pixel_size_um: float | None
+    pixel_size_um: float | None = Field(description="Pixel size (µm); None: unknown, no unit.")
+    z_spacing_um: float | None = Field(
+        default=None, description="Distance between output z-planes (µm); None: unknown/projected."
+    )
+    time_interval_s: float | None = Field(
+        default=None, description="Time between output timepoints (s); None: unknown/reduced."
+    )
+    channel_colors: tuple[str, ...] = Field(
+        default=(), description="Display colour (RRGGBB) per output channel, from the wavelengths."
+    )
+    field_translations_um: dict[str, tuple[tuple[float, float], ...]] = Field(
+        default_factory=dict,
+        description="{well: (y, x) µm of each output field from its stage position, relative to "
+        "the well's top-left-most field}; wells without positions are absent (no translation).",
+    )
+    absent_planes: dict[str, tuple[tuple[int, int, int, int], ...]] = Field(
+        default_factory=dict,
+        description="{well: (site, channel, z, timepoint) of source planes not acquired}: "
+        "filled with zeros and recorded in the OME-Zarr field metadata.",
+    )
+    field_sites: tuple[int, ...] = Field(
+        default=(),
+        description="Source site of each output field when every site is its own field; "
+        "() when fields are combined (e.g. stitched).",
+    )
     zarr: dict[str, Any]
     source_fingerprint: str
     done_dir: str = Field(
         description="Where per-well completion markers go (resume); '{well}' is substituted."
     )
+
+    def field_metadata(self, well: str, field: int) -> dict[str, Any]:
+        """Physical metadata of one output field, as `OmeZarrPlateWriter.write_field` kwargs."""
+        translations = self.field_translations_um.get(well)
+        site = self.field_sites[field] if field < len(self.field_sites) else None
+        absent = [
+            {"site": s, "channel": c, "z": z, "timepoint": t}
+            for s, c, z, t in self.absent_planes.get(well, ())
+            if site is None or s == site
+        ]
+        return {
+            "pixel_size_um": self.pixel_size_um,
+            "z_step_um": self.z_spacing_um,
+            "time_interval_s": self.time_interval_s,
+            "translation_um": translations[field] if translations else None,
+            "channel_colors": list(self.channel_colors) or None,
+            "absent_planes": absent,
+        }
 
 
 class PlatePlan(Frozen):

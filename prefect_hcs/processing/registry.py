@@ -40,8 +40,11 @@ COMPONENTS: frozenset[str] = frozenset({"site", "channel", "z", "timepoint"})
 
 #: Values the executor injects from the plate layout; users may never pass these in kwargs.
 #: grid: (rows, cols); overlap: fraction in [0, 1); pixel_size_um: float | None;
-#: channel_names: dict[int, str].
-METADATA_INPUTS: frozenset[str] = frozenset({"grid", "overlap", "pixel_size_um", "channel_names"})
+#: channel_names: dict[int, str]; site_positions_px: one nominal (y, x) per site of the well,
+#: in pixels, from the stage positions (None when the plate records none).
+METADATA_INPUTS: frozenset[str] = frozenset(
+    {"grid", "overlap", "pixel_size_um", "channel_names", "site_positions_px"}
+)
 
 
 class RegistryError(ValueError):

@@ -1,13 +1,15 @@
 """Tile stitching: register the tiles of one well against each other and assemble one canvas.
 
 Stage positions of a microscope are only nominal (a few pixels of jitter, backlash, drift), so the
-nominal grid + overlap is just the starting point. Each pair of neighbouring tiles is registered by
+nominal positions (from each field's stage position, or else a regular grid + overlap) are just the
+starting point. Each pair of neighbouring tiles is registered by
 phase correlation on the strips where they should overlap, the pairwise offsets are combined by
 weighted least squares into one consistent set of positions (loops in the grid average out the
 errors; contradictory pairs are dropped), and every channel is assembled with those positions.
 
-Conventions: positions are (y, x) of a tile's top-left pixel in canvas pixels; sites are in
-row-major raster order of the grid (site index i -> row i // cols, column i % cols).
+Conventions: positions are (y, x) of a tile's top-left pixel in canvas pixels (rows grow
+downwards); with a grid, sites are in row-major raster order (site index i -> row i // cols,
+column i % cols); with nominal positions, in any order.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ __all__ = [
     "PairOffset",
     "assemble_tiles",
     "compute_tile_positions",
+    "fields_overlap",
+    "neighbour_pairs",
+    "overlap_ramp",
     "register_pair",
     "stitch_tiles",
 ]
@@ -164,26 +169,49 @@ def _nominal_positions(
     return np.stack([(idx // cols) * step_y, (idx % cols) * step_x], axis=1)
 
 
-def _measure_pairs(
-    tiles: np.ndarray, grid: tuple[int, int], overlap: float, max_shift: int
-) -> list[PairOffset]:
-    """Register every horizontal and vertical neighbour pair on its nominal overlap strip."""
-    rows, cols = grid
-    h, w = tiles.shape[-2:]
-    step_y = int(round(h * (1.0 - overlap)))
-    step_x = int(round(w * (1.0 - overlap)))
-    pairs: list[PairOffset] = []
-    for i in range(rows * cols):
-        r, c = divmod(i, cols)
-        if c + 1 < cols and step_x < w:
-            j = i + 1
-            dy, dx, corr = register_pair(tiles[i][:, step_x:], tiles[j][:, : w - step_x], max_shift)
-            pairs.append(PairOffset(i, j, dy, step_x + dx, corr))
-        if r + 1 < rows and step_y < h:
-            j = i + cols
-            dy, dx, corr = register_pair(tiles[i][step_y:, :], tiles[j][: h - step_y, :], max_shift)
-            pairs.append(PairOffset(i, j, step_y + dy, dx, corr))
+def neighbour_pairs(nominal: np.ndarray, tile_shape: tuple[int, int]) -> list[tuple[int, int]]:
+    """(i, j), i < j, of tiles that overlap side by side at their nominal positions.
+
+    A pair is horizontal when the tiles overlap in x and lie in the same row band (|dy| at most
+    half a tile), vertical likewise; diagonal corner contacts are left out (their overlap is
+    too small to register). Works for any arrangement: a full grid, a grid with a missing
+    corner, Harmony's centre-first fields, irregular stage positions.
+    """
+    h, w = tile_shape
+    pairs = []
+    for i in range(len(nominal)):
+        for j in range(i + 1, len(nominal)):
+            dy, dx = np.abs(nominal[j] - nominal[i])
+            horizontal = 0 < dx < w and dy <= h / 2
+            vertical = 0 < dy < h and dx <= w / 2
+            if horizontal or vertical:
+                pairs.append((i, j))
     return pairs
+
+
+def _overlap_strips(
+    a: np.ndarray, b: np.ndarray, oy: int, ox: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The parts of tiles a and b that overlap when b sits at offset (oy, ox) from a."""
+    h, w = a.shape
+    strip_a = a[max(0, oy) : h + min(0, oy), max(0, ox) : w + min(0, ox)]
+    strip_b = b[max(0, -oy) : h - max(0, oy), max(0, -ox) : w - max(0, ox)]
+    return strip_a, strip_b
+
+
+def _measure_pairs(
+    tiles: np.ndarray, nominal: np.ndarray, pairs: list[tuple[int, int]], max_shift: int
+) -> list[PairOffset]:
+    """Register every neighbour pair on the strip where the tiles overlap nominally."""
+    measured: list[PairOffset] = []
+    for i, j in pairs:
+        oy, ox = (int(v) for v in np.rint(nominal[j] - nominal[i]))
+        strip_a, strip_b = _overlap_strips(tiles[i], tiles[j], oy, ox)
+        if min(strip_a.shape) < 2:
+            continue
+        dy, dx, corr = register_pair(strip_a, strip_b, max_shift)
+        measured.append(PairOffset(i, j, oy + dy, ox + dx, corr))
+    return measured
 
 
 def _solve_positions(
@@ -224,36 +252,100 @@ def _solve_positions(
         del good[worst]
 
 
+def _anchor_priors(nominal: np.ndarray, pairs: list[tuple[int, int]]) -> list[PairOffset]:
+    """Nominal-offset constraints for every neighbour pair, plus tile 0 for isolated tiles.
+
+    A tile that overlaps no other tile is held at its nominal offset from tile 0, so the system
+    stays determined however sparse the acquisition.
+    """
+    priors = [PairOffset(i, j, *map(float, nominal[j] - nominal[i]), 0.0) for i, j in pairs]
+    linked = {k for pair in pairs for k in pair}
+    for k in range(1, len(nominal)):
+        if k not in linked:
+            priors.append(PairOffset(0, k, *map(float, nominal[k] - nominal[0]), 0.0))
+    return priors
+
+
+def fields_overlap(nominal: np.ndarray, tile_shape: tuple[int, int]) -> bool:
+    """True when every tile is linked to every other by a chain of overlapping neighbours."""
+    return _is_connected(len(nominal), neighbour_pairs(np.asarray(nominal), tile_shape))
+
+
+def _is_connected(n: int, pairs: list[tuple[int, int]]) -> bool:
+    reached, frontier = {0}, [0]
+    while frontier:
+        k = frontier.pop()
+        for i, j in pairs:
+            for a, b in ((i, j), (j, i)):
+                if a == k and b not in reached:
+                    reached.add(b)
+                    frontier.append(b)
+    return len(reached) == n
+
+
 def compute_tile_positions(
     tiles: np.ndarray,
-    grid: tuple[int, int],
-    overlap: float,
+    grid: tuple[int, int] | None = None,
+    overlap: float | None = None,
     max_shift: int = 20,
     min_correlation: float = 0.3,
+    *,
+    nominal: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[PairOffset]]:
     """Positions (S, 2) of the top-left corners of ``tiles`` (S, Y, X), min corner at (0, 0).
 
-    Also returns the measured pairs (for diagnostics). Pairs whose aligned overlap correlates
-    below ``min_correlation`` are ignored (blank or featureless strips).
+    The starting point is ``nominal`` (S, 2) positions in pixels, typically from the stage
+    positions of each field; without them, the regular ``grid`` with fractional ``overlap``
+    (sites in row-major order). Also returns the measured pairs (for diagnostics). Pairs whose
+    aligned overlap correlates below ``min_correlation`` are ignored (blank or featureless strips)
+    and those tiles keep their nominal offsets.
     """
-    rows, cols = _check_grid(grid, overlap)
     tiles = np.asarray(tiles)
-    if tiles.ndim != 3 or tiles.shape[0] != rows * cols:
-        raise ValueError(
-            f"expected {rows * cols} tiles (grid {rows}x{cols}) as (S, Y, X), got {tiles.shape}"
-        )
+    if tiles.ndim != 3:
+        raise ValueError(f"expected tiles as (S, Y, X), got shape {tiles.shape}")
+    if nominal is None:
+        if grid is None or overlap is None:
+            raise ValueError("need the tiles' nominal positions, or a grid and an overlap")
+        rows, cols = _check_grid(grid, overlap)
+        if tiles.shape[0] != rows * cols:
+            raise ValueError(
+                f"expected {rows * cols} tiles (grid {rows}x{cols}) as (S, Y, X), got {tiles.shape}"
+            )
+        nominal = _nominal_positions((rows, cols), tiles.shape[-2:], overlap)
+    nominal = _check_nominal(nominal, tiles.shape[0])
     tiles = tiles.astype(np.float32, copy=False)
-    nominal = _nominal_positions((rows, cols), tiles.shape[-2:], overlap)
-    pairs = _measure_pairs(tiles, (rows, cols), overlap, max_shift)
-    priors = []
-    for i in range(rows * cols):
-        right = [i + 1] if (i + 1) % cols else []
-        below = [i + cols] if i + cols < rows * cols else []
-        for j in right + below:
-            d = nominal[j] - nominal[i]
-            priors.append(PairOffset(i, j, float(d[0]), float(d[1]), 0.0))
-    positions = _solve_positions(rows * cols, pairs, priors, min_correlation)
-    return positions - positions.min(axis=0), pairs
+    neighbours = neighbour_pairs(nominal, tiles.shape[-2:])
+    measured = _measure_pairs(tiles, nominal, neighbours, max_shift)
+    positions = _solve_positions(
+        tiles.shape[0], measured, _anchor_priors(nominal, neighbours), min_correlation
+    )
+    return positions - positions.min(axis=0), measured
+
+
+def _check_nominal(nominal: Any, n: int) -> np.ndarray:
+    try:
+        array = np.asarray(nominal, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"nominal positions must be (S, 2) numbers, got {nominal!r}") from exc
+    if array.shape != (n, 2) or not np.isfinite(array).all():
+        raise ValueError(
+            f"need one finite (y, x) nominal position per tile: {n} tiles, positions of shape "
+            f"{array.shape}"
+        )
+    return array
+
+
+def overlap_ramp(nominal: np.ndarray, tile_shape: tuple[int, int]) -> tuple[int, int]:
+    """Blend ramp (rows, cols) in px: the widest nominal overlap between neighbours per axis."""
+    h, w = tile_shape
+    ramp_y = ramp_x = 1
+    for i, j in neighbour_pairs(nominal, tile_shape):
+        dy, dx = np.abs(nominal[j] - nominal[i])
+        if dx >= dy:
+            ramp_x = max(ramp_x, int(round(w - dx)))
+        else:
+            ramp_y = max(ramp_y, int(round(h - dy)))
+    return ramp_y, ramp_x
 
 
 def assemble_tiles(
@@ -326,15 +418,16 @@ def _check_stitch_kwargs(kwargs: dict[str, Any]) -> None:
 @register(
     "stitch_tiles",
     variable_components=("channel", "site"),
-    metadata_inputs=("grid", "overlap"),
+    metadata_inputs=("grid", "overlap", "site_positions_px"),
     special_outputs=("tile_positions",),
     validator=_check_stitch_kwargs,
     reduces=("site",),
 )
 def stitch_tiles(
     stack: np.ndarray,
-    grid: tuple[int, int],
-    overlap: float,
+    grid: tuple[int, int] | None = None,
+    overlap: float | None = None,
+    site_positions_px: Any = None,
     reference_channel: int = 0,
     max_shift: int = 20,
     blend: Literal["linear", "none"] = "linear",
@@ -342,12 +435,17 @@ def stitch_tiles(
 ) -> tuple[np.ndarray, dict[str, list[dict[str, Any]]]]:
     """Stitch the sites of a well into one image per channel: (C, S, Y, X) -> (C, 1, H, W).
 
-    Positions are computed once, on ``reference_channel`` (index along axis 0), and applied to all
-    channels so they stay registered. ``max_shift`` bounds the correction (px) of each pair offset
-    relative to the nominal grid; pairs whose aligned overlap correlates below ``min_correlation``
-    fall back to the nominal offset. An (S, Y, X) stack is treated as one channel and returns
-    (1, H, W). Special output "tile_positions": one row per site (1-based) with the float (y, x)
-    of its top-left corner on the canvas (tiles are placed at the rounded positions).
+    The nominal tile positions come from ``site_positions_px`` (one (y, x) per site, in pixels,
+    from the fields' stage positions: the plan provides them for every vendor that records
+    positions, whatever the arrangement of the fields); without them, from the regular ``grid``
+    and ``overlap`` of the plate metadata. Positions are refined once, on ``reference_channel``
+    (index along axis 0), by phase correlation of every overlapping neighbour pair, and applied
+    to all channels so they stay registered. ``max_shift`` bounds the correction (px) of each
+    pair offset relative to the nominal one; pairs whose aligned overlap correlates below
+    ``min_correlation`` fall back to the nominal offset. An (S, Y, X) stack is treated as one
+    channel and returns (1, H, W). Special output "tile_positions": one row per site (1-based)
+    with the float (y, x) of its top-left corner on the canvas (tiles are placed at the rounded
+    positions).
     """
     stack = np.asarray(stack)
     if stack.ndim not in (3, 4):
@@ -357,12 +455,23 @@ def stitch_tiles(
         raise ValueError(
             f"reference_channel={reference_channel} but the stack has {tiles.shape[0]} channel(s)"
         )
-    positions, _pairs = compute_tile_positions(
-        tiles[reference_channel], grid, overlap, max_shift, min_correlation
-    )
     h, w = tiles.shape[-2:]
-    ramp = (max(1, round(h * overlap)), max(1, round(w * overlap)))
-    canvas = assemble_tiles(tiles, positions, blend, ramp)  # (C, H, W)
+    if site_positions_px is None and (grid is None or overlap is None):
+        raise ValueError("the plate records neither stage positions nor a site grid")
+    if site_positions_px is not None:
+        nominal = _check_nominal(site_positions_px, tiles.shape[1])
+    else:
+        rows, cols = _check_grid(grid, overlap)
+        nominal = _nominal_positions((rows, cols), (h, w), float(overlap or 0.0))
+    positions, _pairs = compute_tile_positions(
+        tiles[reference_channel],
+        grid,
+        overlap,
+        max_shift,
+        min_correlation,
+        nominal=None if site_positions_px is None else nominal,
+    )
+    canvas = assemble_tiles(tiles, positions, blend, overlap_ramp(nominal, (h, w)))  # (C, H, W)
     out = cast_like(canvas[:, np.newaxis], stack.dtype)
     if stack.ndim == 3:
         out = out[0]

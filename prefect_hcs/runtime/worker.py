@@ -155,7 +155,7 @@ def _write_final(
             s,
             array[:, :, :, s],
             channel_names=list(output.channel_names)[: array.shape[1]],
-            pixel_size_um=output.pixel_size_um,
+            **output.field_metadata(plan.well, s),
             compressor=str(output.zarr["compressor"]),
             level=int(output.zarr["compression_level"]),
             chunk_yx=int(output.zarr["chunk_size"]),
