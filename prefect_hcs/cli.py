@@ -159,7 +159,15 @@ def main() -> None:  # pragma: no cover
 @app.command("make-plate")
 def make_plate_cmd(
     out: Annotated[str, typer.Argument(help="Folder (or fsspec URL) to write the plate into.")],
-    format: Annotated[str, typer.Option(help="imagexpress or phenix.")] = "imagexpress",
+    format: Annotated[
+        str, typer.Option(help="imagexpress, phenix, operetta or cellvoyager.")
+    ] = "imagexpress",
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            help="Harmony index of phenix/operetta: v5 (Index.idx.xml) or v7 (Index.xml)."
+        ),
+    ] = None,
     wells: Annotated[
         str, typer.Option(help="Comma-separated wells, or a count N.")
     ] = "A01,A02,B01,B02",
@@ -171,20 +179,16 @@ def make_plate_cmd(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Write a realistic synthetic plate plus ground_truth.json (nuclei counts, tile positions)."""
-    from prefect_hcs.formats.synthetic import make_plate
+    from prefect_hcs.formats.generators import make_any_plate
 
     well_list = _parse_wells(wells)
-    truth = make_plate(
-        out,
-        format=format,
-        wells=well_list,
-        sites=sites,
-        channels=channels,
-        z=z,
-        size=size,
-        overlap=overlap,
-        seed=seed,  # fmt: skip
-    )
+    options = dict(wells=well_list, sites=sites, channels=channels, z=z, size=size)
+    try:
+        truth = make_any_plate(
+            out, format=format, variant=variant, overlap=overlap, seed=seed, **options
+        )
+    except (*_user_errors(), ValueError) as exc:
+        _fail(str(exc))
     total = sum(w["nuclei"] for w in truth["wells"].values())
     console.print(
         f"wrote a {format} plate: {len(well_list)} wells × {sites} sites × {channels} channels × "

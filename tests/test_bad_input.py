@@ -214,7 +214,8 @@ def test_bad_input(case_id, func, needs_server, pattern, tmp_path, request):
 
 
 def test_docs_table_lists_every_case():
-    table = (ROOT / "docs" / "bad-input.md").read_text()
+    # The first table; later sections (e.g. plates that point outside themselves) name their tests.
+    table = (ROOT / "docs" / "bad-input.md").read_text().split("\n## ")[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
     listed = [r.split("|")[1].strip() for r in rows]
     assert listed == [c[0] for c in CASES]

@@ -1,9 +1,11 @@
 """Microscope formats: discover a plate's layout through any fsspec filesystem, read its planes.
 
-Knows nothing of Prefect. `open_plate` auto-detects ImageXpress (.HTD) and Opera Phenix /
-Operetta (Harmony Index.idx.xml / Index.xml) plates; `make_plate` writes synthetic ones.
+Knows nothing of Prefect. `open_plate` auto-detects ImageXpress (.HTD), Opera Phenix / Operetta
+(Harmony Index.idx.xml / Index.xml) and Yokogawa CellVoyager (MeasurementData.mlf) plates;
+`make_plate` and `generators.make_any_plate` write synthetic ones.
 """
 
+from prefect_hcs.formats.cellvoyager import open_cellvoyager
 from prefect_hcs.formats.detect import (
     detect_format,
     open_plate,
@@ -30,6 +32,7 @@ __all__ = [
     "PlateLayout",
     "detect_format",
     "make_plate",
+    "open_cellvoyager",
     "open_imagexpress",
     "open_phenix",
     "open_plate",

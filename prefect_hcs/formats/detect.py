@@ -8,6 +8,7 @@ that they can use the TIFF helpers here without an import cycle.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +19,9 @@ from fsspec.spec import AbstractFileSystem
 
 from prefect_hcs.formats.layout import ImageRef, PlateError, PlateLayout, split_well
 
-FORMATS = ("auto", "imagexpress", "phenix")
+FORMATS = ("auto", "imagexpress", "phenix", "cellvoyager")
 PHENIX_INDEX_NAMES = ("Index.idx.xml", "Index.xml")
+_BYTES_RE = re.compile(r"""b(['"]).*?(?<!\\)\1""")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,11 @@ def listed(items: list[str], limit: int = 10) -> str:
     return ", ".join(items[:limit]) + more
 
 
+def _quiet(exc: BaseException) -> str:
+    """An exception's message without the file bytes tifffile quotes (``not a TIFF file b'…'``)."""
+    return _BYTES_RE.sub("<file bytes not shown>", str(exc))
+
+
 def read_tiff(fs: AbstractFileSystem, path: str) -> np.ndarray:
     """Read one 2-D TIFF plane; a missing, corrupt or truncated file raises PlateError naming it."""
     where = display(fs, path)
@@ -84,7 +91,7 @@ def read_tiff(fs: AbstractFileSystem, path: str) -> np.ndarray:
         array = tifffile.imread(io.BytesIO(data), key=0)
     except Exception as exc:  # tifffile raises many types for damaged files
         raise PlateError(
-            f"cannot read TIFF {where} ({len(data)} bytes): {exc}. The file is corrupt or "
+            f"cannot read TIFF {where} ({len(data)} bytes): {_quiet(exc)}. The file is corrupt or "
             "truncated; copy or export it again."
         ) from exc
     array = np.asarray(array)
@@ -107,7 +114,7 @@ def read_tiff_header(fs: AbstractFileSystem, path: str) -> TiffHeader:
     except FileNotFoundError as exc:
         raise PlateError(f"image file not found: {where}") from exc
     except Exception as exc:
-        raise PlateError(f"cannot read the TIFF header of {where}: {exc}") from exc
+        raise PlateError(f"cannot read the TIFF header of {where}: {_quiet(exc)}") from exc
     if len(shape) == 1:
         shape = (1, shape[0])
     if len(shape) != 2:
@@ -126,7 +133,8 @@ def read_plane(
 
 
 def detect_format(fs: AbstractFileSystem, root: str) -> str:
-    """'imagexpress' if a .HTD file is present, 'phenix' if a Harmony index is; else PlateError."""
+    """'imagexpress' (.HTD), 'phenix' (Harmony index), 'cellvoyager' (.mlf); else PlateError."""
+    from prefect_hcs.formats.cellvoyager import find_mlf
     from prefect_hcs.formats.imagexpress import find_htd
     from prefect_hcs.formats.phenix import find_index
 
@@ -134,10 +142,13 @@ def detect_format(fs: AbstractFileSystem, root: str) -> str:
         return "imagexpress"
     if find_index(fs, root) is not None:
         return "phenix"
+    if find_mlf(fs, root) is not None:
+        return "cellvoyager"
     raise PlateError(
         f"no plate metadata in {display(fs, root)}: expected an ImageXpress '<plate>.HTD' file "
         "(in the folder or TimePoint_1/) or an Opera Phenix/Operetta 'Index.idx.xml'/'Index.xml' "
-        "(in the folder or Images/). Point the URL at the plate folder, or pass format=..."
+        "(in the folder or Images/) or a Yokogawa CellVoyager 'MeasurementData.mlf'. Point the "
+        "URL at the plate folder, or pass format=..."
     )
 
 
@@ -147,6 +158,7 @@ def open_plate(
     format: str = "auto",
 ) -> PlateLayout:
     """Discover a plate's layout (no pixels read except one TIFF header) from its folder URL."""
+    from prefect_hcs.formats.cellvoyager import open_cellvoyager
     from prefect_hcs.formats.imagexpress import open_imagexpress
     from prefect_hcs.formats.phenix import open_phenix
 
@@ -161,6 +173,8 @@ def open_plate(
     kind = detect_format(fs, root) if format == "auto" else format
     if kind == "imagexpress":
         return open_imagexpress(url, storage_options, fs=fs)
+    if kind == "cellvoyager":
+        return open_cellvoyager(url, storage_options, fs=fs)
     return open_phenix(url, storage_options, fs=fs)
 
 
