@@ -165,7 +165,9 @@ def make_plate_cmd(
     variant: Annotated[
         str | None,
         typer.Option(
-            help="Harmony index of phenix/operetta: v5 (Index.idx.xml) or v7 (Index.xml)."
+            help="phenix/operetta: the Harmony index, v5 (Index.idx.xml) or v7 (Index.xml); "
+            "imagexpress: 'acquisition' (instrument folder, no .HTD) or 'export' (HTD, "
+            "TimePoint_/ZStep_ folders), MetaSeries XML + LZW. Default: the classic plate."
         ),
     ] = None,
     wells: Annotated[
@@ -177,11 +179,23 @@ def make_plate_cmd(
     size: Annotated[int, typer.Option(help="Tile edge in pixels.")] = 256,
     overlap: Annotated[float, typer.Option()] = 0.1,
     seed: Annotated[int, typer.Option()] = 0,
+    timepoints: Annotated[int, typer.Option(help="Timepoints (with --variant).")] = 1,
+    mixed: Annotated[
+        bool,
+        typer.Option(
+            help="With --variant: a mixed acquisition (DAPI stack + projection, FITC one plane, "
+            "Cy5 projection only, TexasRed only at timepoint 1)."
+        ),
+    ] = False,
 ) -> None:
     """Write a realistic synthetic plate plus ground_truth.json (nuclei counts, tile positions)."""
     from prefect_hcs.formats.generators import make_any_plate
 
     well_list = _parse_wells(wells)
+    if format == "imagexpress" and variant is not None:
+        _make_metaxpress(out, variant, well_list, sites, channels, z, timepoints, size, overlap,
+                         seed, mixed)  # fmt: skip
+        return
     options = dict(wells=well_list, sites=sites, channels=channels, z=z, size=size)
     try:
         truth = make_any_plate(
@@ -193,6 +207,28 @@ def make_plate_cmd(
     console.print(
         f"wrote a {format} plate: {len(well_list)} wells × {sites} sites × {channels} channels × "
         f"{z} z at {size}² → {out} ({total} nuclei; ground truth in ground_truth.json)"
+    )
+
+
+def _make_metaxpress(
+    out: str, variant: str, wells: list[str], sites: int, channels: int, z: int,
+    timepoints: int, size: int, overlap: float, seed: int, mixed: bool,
+) -> None:  # fmt: skip
+    from prefect_hcs.formats.synthetic_imagexpress import MIXED_CHANNELS, make_imagexpress_plate
+
+    if variant not in ("acquisition", "export"):
+        _fail(f"--variant {variant!r} is not valid for imagexpress: use acquisition or export")
+    try:
+        truth = make_imagexpress_plate(
+            out, variant=variant, wells=wells, sites=sites, z=z, timepoints=timepoints,  # type: ignore[arg-type]
+            channels=MIXED_CHANNELS if mixed else channels, size=size, overlap=overlap, seed=seed,
+        )  # fmt: skip
+    except ValueError as exc:
+        _fail(f"make-plate: {exc}")
+    console.print(
+        f"wrote a {truth['variant']} plate: {len(wells)} wells × {sites} sites × "
+        f"{len(truth['channels'])} channels × {z} z × {timepoints} t at {size}² → "
+        f"{truth['plate_path']} (ground truth in {out}/ground_truth.json)"
     )
 
 
@@ -254,6 +290,13 @@ def plan_cmd(
     if as_json:
         sys.stdout.write(json.dumps(plan.summary_json(), indent=1) + "\n")
         return
+    if plan.layout:
+        from prefect_hcs.formats.report import layout_lines
+
+        found = Table(title=f"Plate {plan.plate_id}: what was found", show_header=False)
+        for label, text in layout_lines(plan.layout):
+            found.add_row(label, text)
+        console.print(found)
     table = Table(title=f"Plan of {plan.plate_id} ({plan.pipeline_name})")
     for col in ("step", "read", "write", "materialized", "why (materialized)"):
         table.add_column(col)

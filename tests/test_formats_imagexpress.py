@@ -242,11 +242,18 @@ def test_zstep_folders_and_projection(tmp_path: Path) -> None:
     make_plate(
         str(tmp_path), format="imagexpress", wells=["A01"], sites=2, channels=1, z=2, size=32
     )
-    projection = next((tmp_path / "TimePoint_1" / "ZStep_1").iterdir())
-    (tmp_path / "TimePoint_1" / projection.name).write_bytes(projection.read_bytes())
+    copies = sorted((tmp_path / "TimePoint_1" / "ZStep_1").iterdir())
+    for plane in copies:  # beside the ZStep folders: projections (acquisition-folder layout)
+        (tmp_path / "TimePoint_1" / plane.name).write_bytes(plane.read_bytes())
     layout = open_plate(str(tmp_path))
     assert layout.z_planes == (1, 2) and layout.grid == (1, 2)
-    assert any("projections" in w and projection.name in w for w in layout.warnings)
+    assert len(layout.images) == 4
+    assert [p.path.rsplit("/", 1)[-1] for p in layout.projections] == [c.name for c in copies]
+    assert {p.projection for p in layout.projections} == {"unspecified"}
+    (tmp_path / "TimePoint_1" / copies[1].name).unlink()
+    layout = open_plate(str(tmp_path))
+    assert len(layout.images) == 4
+    assert any("(projections)" in w and "cannot be read" in w for w in layout.warnings)
 
 
 def test_malformed_htd_names_file_and_line(mem_root: str) -> None:
@@ -275,12 +282,19 @@ def test_truncated_tiff_names_the_file(tmp_path: Path) -> None:
 
 
 def test_no_metadata_file(tmp_path: Path, mem_root: str) -> None:
-    (tmp_path / "A01_s1_w1.tif").write_bytes(_tiff(np.zeros((4, 4), np.uint16)))
+    (tmp_path / "notes.txt").write_text("not a plate")
     with pytest.raises(PlateError, match=r"no plate metadata in .*\.HTD.*Index\.idx\.xml"):
         open_plate(str(tmp_path))
-    with pytest.raises(PlateError, match=r"not an ImageXpress plate: no \.HTD file"):
+    with pytest.raises(PlateError, match=r"no MetaXpress images in .*_w<channel><GUID>\.tif"):
         open_plate(str(tmp_path), format="imagexpress")
     with pytest.raises(PlateError, match="plate folder not found"):
         open_plate(f"memory://{mem_root}/nope")
     with pytest.raises(PlateError, match="unknown plate format"):
         open_plate(str(tmp_path), format="cv8000")
+
+
+def test_loose_metaxpress_tiff_without_htd_is_an_acquisition(tmp_path: Path) -> None:
+    (tmp_path / "A01_s1_w1.tif").write_bytes(_tiff(np.zeros((4, 4), np.uint16)))
+    layout = open_plate(str(tmp_path))
+    assert layout.format == "imagexpress" and layout.variant == "MetaXpress acquisition"
+    assert layout.wells == ("A01",) and layout.pixel_size_um is None

@@ -86,12 +86,27 @@ def test_plate_without_metadata_is_never_started(tmp_path):
     plate = _plate(inbox)
     for htd in plate.rglob("*.HTD"):
         htd.unlink()
+    for i, tif in enumerate(sorted(plate.rglob("*.tif"))):  # no vendor names either
+        tif.rename(tif.with_name(f"scan_{i:04d}.tif"))
     state = FileState(str(tmp_path / "state.json"))
     start = FakeStarter()
     for _ in range(3):
         decisions = watch_once(str(inbox), start, state=state)
     assert _status(decisions, str(plate)) == "waiting: no plate metadata yet"
     assert start.calls == []
+
+
+def test_metaxpress_acquisition_folder_without_htd_is_a_plate(tmp_path):
+    inbox = tmp_path / "inbox"
+    plate = _plate(inbox)
+    for htd in plate.rglob("*.HTD"):  # the instrument's acquisition folder has none
+        htd.unlink()
+    state = FileState(str(tmp_path / "state.json"))
+    start = FakeStarter()
+    first = watch_once(str(inbox), start, state=state)
+    assert _status(first, str(plate)) == "waiting: first seen"
+    again = watch_once(str(inbox), start, state=state)
+    assert _status(again, str(plate)) == "started" and len(start.calls) == 1
 
 
 def test_settle_seconds_compares_two_scans_within_one_run(tmp_path):

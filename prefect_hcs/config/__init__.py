@@ -1,6 +1,12 @@
 """Config layers: models, lazy layers, resolution with provenance. Knows nothing of Prefect."""
 
-from prefect_hcs.config.enums import Backend, TaskRunnerKind, WellFilterMode, ZarrCompressor
+from prefect_hcs.config.enums import (
+    Backend,
+    PlaneSource,
+    TaskRunnerKind,
+    WellFilterMode,
+    ZarrCompressor,
+)
 from prefect_hcs.config.layers import (
     ConfigError,
     LazyExecutionConfig,
@@ -52,6 +58,7 @@ __all__ = [
     "VFSConfig",
     "WellFilterConfig",
     "WellFilterMode",
+    "PlaneSource",
     "ZarrCompressor",
     "ZarrConfig",
     "layer_from_config",

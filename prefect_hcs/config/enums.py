@@ -32,3 +32,10 @@ class TaskRunnerKind(StrEnum):
 
     THREADS = "threads"
     DASK = "dask"
+
+
+class PlaneSource(StrEnum):
+    """Which images of the plate the pipeline reads: the z-stack, or the instrument's projections."""
+
+    STACK = "stack"
+    PROJECTIONS = "projections"

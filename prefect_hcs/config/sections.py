@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prefect_hcs.config.enums import Backend, TaskRunnerKind, WellFilterMode, ZarrCompressor
+from prefect_hcs.config.enums import (
+    Backend,
+    PlaneSource,
+    TaskRunnerKind,
+    WellFilterMode,
+    ZarrCompressor,
+)
 
 WellFilter = list[str] | str | int
 
@@ -35,6 +41,13 @@ class VFSConfig(ConfigSection):
     materialization_backend: Backend = Field(
         default=Backend.AUTO,
         description="Where checkpoints go: auto = the plate source's own backend (omero for OMERO).",
+    )
+    plane_source: PlaneSource = Field(
+        default=PlaneSource.STACK,
+        description=(
+            "Which images the pipeline reads: the z-stack, or the projections the instrument "
+            "computed (MetaXpress). Set it for the whole pipeline, not per step."
+        ),
     )
 
 

@@ -8,7 +8,7 @@ step stops with the files named, before any well is processed.
 
 Exports also pad planes the instrument did not acquire with byte-identical copies of other planes
 (same well, site and channel). `find_padded` finds them cheaply: file sizes first (free from a
-folder listing), then a hash of the first 64 KiB of same-size files, then a full hash of the rest.
+folder listing), then a hash of the first 16 KiB of same-size files, then a full hash of the rest.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from prefect_hcs.formats.layout import ImageRef, PlaneKey, PlateError, split_wel
 
 __all__ = ["find_padded", "plane_completeness"]
 
-_HEAD_BYTES = 64 * 1024
+_HEAD_BYTES = 16 * 1024
 _SHOWN = 10
 
 _Key = tuple[str, int, int, int, int]  # (well, site, channel, z, timepoint)
@@ -58,6 +58,7 @@ def plane_completeness(
     *,
     listed_missing: Iterable[str] = (),
     axes: tuple[Iterable[int], Iterable[int], Iterable[int]] | None = None,
+    fields: Iterable[tuple[str, int]] | None = None,
     hint: str = "",
 ) -> tuple[PlaneKey, ...]:
     """The absent planes of a plate; raises PlateError for missing or duplicated planes.
@@ -68,6 +69,8 @@ def plane_completeness(
         listed_missing: Files the vendor metadata lists but that do not exist (always missing).
         axes: (channels, z-planes, timepoints) of the plate when it has more than its z-planes
             show (e.g. a channel taken only as a projection); default: those of `images`.
+        fields: The plate's (well, site) pairs when `images` may not show them all (e.g. when
+            checking projections against the z-stack's fields); default: wells x sites found.
         hint: Extra context appended to messages (e.g. the metadata file).
 
     Returns:
@@ -87,8 +90,10 @@ def plane_completeness(
             f"{_listed(gone)}.{hint} Copy the plate again, completely."
         )
     seen = _check_duplicates(where, images)
-    wells = sorted({r.well for r in images}, key=split_well)
-    fields = list(itertools.product(wells, sorted({r.site for r in images})))
+    if fields is None:
+        wells = sorted({r.well for r in images}, key=split_well)
+        fields = itertools.product(wells, sorted({r.site for r in images}))
+    fields = sorted(set(fields), key=lambda f: (split_well(f[0]), f[1]))
     acquired = {(r.channel, r.z, r.timepoint) for r in images}
     missing = [
         (w, s, c, z, t)
@@ -151,12 +156,13 @@ def find_padded(
 ) -> tuple[str, ...]:
     """Paths of planes that are byte-identical copies of another plane of their well/site/channel.
 
-    The first plane of each identical group (in (timepoint, z) order) is the original; the others
-    are padding. Only files of equal size are read, and only their first 64 KiB unless those agree.
+    The first plane of each identical group (a projection first, then in (timepoint, z) order) is
+    the original; the others are padding. Only files of equal size are read, and only their first 16 KiB unless those agree.
 
     Args:
         fs: The plate's filesystem.
-        images: The planes to check (z-planes; projections are never padding).
+        images: The planes to check; include the projections when an export may pad the stack
+            with copies of them (a projection is never itself padding).
         sizes: {path: bytes} when the caller already has them from a listing; else `fs.size`.
     """
     groups: dict[tuple[str, int, int, int], list[ImageRef]] = defaultdict(list)
@@ -169,6 +175,6 @@ def find_padded(
             continue
         for head_group in _same_bytes(fs, group, head_only=True):
             for same in _same_bytes(fs, head_group, head_only=False):
-                same.sort(key=lambda r: (r.timepoint, r.z))
+                same.sort(key=lambda r: (r.projection is None, r.timepoint, r.z))
                 padded += [r.path for r in same[1:]]
     return tuple(sorted(padded))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,12 @@ def read_tiff(fs: AbstractFileSystem, path: str) -> np.ndarray:
     try:
         array = tifffile.imread(io.BytesIO(data), key=0)
     except Exception as exc:  # tifffile raises many types for damaged files
+        if "imagecodecs" in str(exc):
+            raise PlateError(
+                f"cannot decode TIFF {where}: its compression needs the 'imagecodecs' package, "
+                "which is not installed here. Install it (pip install imagecodecs) where the "
+                "plate is read."
+            ) from exc
         raise PlateError(
             f"cannot read TIFF {where} ({len(data)} bytes): {_quiet(exc)}. The file is corrupt or "
             "truncated; copy or export it again."
@@ -100,6 +107,34 @@ def read_tiff(fs: AbstractFileSystem, path: str) -> np.ndarray:
     if array.ndim != 2:
         raise PlateError(f"TIFF {where} holds an array of shape {array.shape}, not a 2-D plane")
     return array
+
+
+def check_decodable(
+    fs: AbstractFileSystem, samples: Mapping[str, str | Sequence[str]]
+) -> list[str]:
+    """Decode one plane per TIFF compression ({compression name: path(s) using it}).
+
+    Headers say nothing about whether the codec is available; decoding a plane of each
+    compression at compile time turns a failure at the first pixel read of a run into one clear
+    `PlateError` from `plan`. When a sample fails but another file of the same compression
+    decodes, the codec works and that file is damaged: a warning (its well fails when read).
+    """
+    warnings: list[str] = []
+    for compression, paths in sorted(samples.items()):
+        paths = [paths] if isinstance(paths, str) else list(paths)
+        if compression.upper() == "NONE" or not paths:
+            continue
+        failures: list[PlateError] = []
+        for path in paths:
+            try:
+                read_tiff(fs, path)
+                break
+            except PlateError as exc:
+                failures.append(exc)
+        else:
+            raise failures[0]
+        warnings += [str(exc) for exc in failures]
+    return warnings
 
 
 def read_tiff_header(fs: AbstractFileSystem, path: str) -> TiffHeader:
@@ -133,9 +168,13 @@ def read_plane(
 
 
 def detect_format(fs: AbstractFileSystem, root: str) -> str:
-    """'imagexpress' (.HTD), 'phenix' (Harmony index), 'cellvoyager' (.mlf); else PlateError."""
+    """'imagexpress' (a .HTD, or MetaXpress-named TIFFs), 'phenix' (a Harmony index),
+    'cellvoyager' (.mlf); else PlateError naming what the folder holds when it is another kind
+    of plate or a Zarr store."""
     from prefect_hcs.formats.cellvoyager import find_mlf
+    from prefect_hcs.formats.identify import describe_foreign
     from prefect_hcs.formats.imagexpress import find_htd
+    from prefect_hcs.formats.imagexpress_scan import looks_like_metaxpress
     from prefect_hcs.formats.phenix import find_index
 
     if find_htd(fs, root) is not None:
@@ -144,9 +183,20 @@ def detect_format(fs: AbstractFileSystem, root: str) -> str:
         return "phenix"
     if find_mlf(fs, root) is not None:
         return "cellvoyager"
+    if looks_like_metaxpress(fs, root):
+        return "imagexpress"
+    where = display(fs, root)
+    foreign = describe_foreign(fs, root)
+    if foreign:
+        raise PlateError(
+            f"{where} holds {foreign}, which prefect-hcs does not read as a plate. Supported: "
+            "ImageXpress/MetaXpress folders and exports, Opera Phenix/Operetta (Harmony) exports, "
+            "Yokogawa CellVoyager measurements."
+        )
     raise PlateError(
-        f"no plate metadata in {display(fs, root)}: expected an ImageXpress '<plate>.HTD' file "
-        "(in the folder or TimePoint_1/) or an Opera Phenix/Operetta 'Index.idx.xml'/'Index.xml' "
+        f"no plate metadata in {where}: expected an ImageXpress '<plate>.HTD' file or "
+        "MetaXpress images ('<plate>_<well>_s<site>_w<n><GUID>.tif', in the folder or in "
+        "TimePoint_<n>/ZStep_<n>/), an Opera Phenix/Operetta 'Index.idx.xml'/'Index.xml' "
         "(in the folder or Images/) or a Yokogawa CellVoyager 'MeasurementData.mlf'. Point the "
         "URL at the plate folder, or pass format=..."
     )

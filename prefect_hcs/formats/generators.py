@@ -32,7 +32,8 @@ def make_any_plate(
     if variant is not None and (variant not in VARIANTS or format not in ("phenix", "operetta")):
         raise PlateError(
             f"--variant {variant!r} is not valid for {format}: Harmony plates (phenix, operetta) "
-            f"take one of {', '.join(VARIANTS)}; other formats take none"
+            f"take one of {', '.join(VARIANTS)}; imagexpress takes acquisition or export "
+            "(make_imagexpress_plate); cellvoyager takes none"
         )
     if format == "cellvoyager":
         from prefect_hcs.formats.synthetic_cellvoyager import make_cellvoyager_plate

@@ -1,337 +1,290 @@
-"""Molecular Devices ImageXpress (MetaXpress) plates: a `.HTD` text file plus TIFFs per plane.
+"""Molecular Devices ImageXpress (MetaXpress) plates: acquisition folders and exports.
 
-Layout: ``<plate>/<name>.HTD`` and ``TimePoint_<t>/[ZStep_<z>/]<prefix>_<Well>_s<site>_w<c><GUID>.tif``.
-Sites are numbered by MetaXpress in row-major raster order (site 1 = top-left), so no remapping.
+Two layouts (see docs/formats.md): the instrument's *acquisition folder* (``<date>/<id>/``, no
+``.HTD``, projections beside ``ZStep_<z>`` folders) and the *export* (``<plate>.HTD`` plus
+``TimePoint_<t>/[ZStep_<z>/]``, projections in ``ZStep_0``). Sites are numbered by MetaXpress in
+row-major raster order (site 1 = top-left), so no remapping.
 
 Decisions (the files on disk are the truth; the HTD describes what was *intended*):
 
-* Counts in the HTD that disagree with the files (wavelengths, sites, z-steps, timepoints) become
-  entries in ``layout.warnings``; the axes of the layout are the ones found in the files. A plane
-  missing for some (well, site, channel, z, timepoint) inside those axes is a PlateError.
-* File names that cannot be parsed, and non-TIFF files in image folders, are listed in warnings.
-  ``_thumb`` thumbnails are skipped silently. When a TimePoint folder has ZStep folders, the images
-  directly inside it (MetaXpress projections) are skipped with a warning.
-* Pixel size and stage positions come from the MetaXpress TIFF description
-  (``spatial-calibration-x``, ``stage-position-x/y``); the overlap is derived from the stage positions
-  of sites 1, 2 and ``cols + 1`` of the first well (three headers read), else None.
+* Axes are the ones the files have; HTD counts that disagree become warnings.
+* Projections (ZStep_0, or beside ZStep folders) go to ``layout.projections``, never ``images``.
+  A TIFF beside ZStep folders whose channel has no z-stack and whose XML names no projection
+  method is that channel's single plane (z = 1).
+* Absent planes (a (channel, z, t) no field has) are listed, missing ones are an error:
+  `prefect_hcs.formats.completeness`.
+* Metadata comes from the MetaSeries XML of a few headers: one per field (stage X/Y), every z of
+  the first field (z positions, spacing), one per channel (name, wavelength, objective), one per
+  timepoint (acquisition time, interval). Pixels are read only for one plane per compression.
 """
 
 from __future__ import annotations
 
-import csv
-import re
+import statistics
 from typing import Any
 
 from fsspec.spec import AbstractFileSystem
 
-from prefect_hcs.formats.detect import (
-    TiffHeader,
-    check_complete,
-    display,
-    list_names,
-    listed,
-    plate_sort_key,
-    read_tiff_header,
-    resolve,
+from prefect_hcs.formats.completeness import find_padded, plane_completeness
+from prefect_hcs.formats.detect import check_decodable, display, listed, plate_sort_key, resolve
+from prefect_hcs.formats.imagexpress_htd import (
+    Htd,
+    find_htd,
+    htd_expectations,
+    read_htd,
+    well_warnings,
 )
-from prefect_hcs.formats.layout import ImageRef, PlateError, PlateLayout, split_well, well_id
+from prefect_hcs.formats.imagexpress_scan import Found, Scan, parse_filename, scan_plate
+from prefect_hcs.formats.layout import ChannelInfo, ImageRef, PlateError, PlateLayout, split_well
+from prefect_hcs.formats.metaseries import PlaneMeta, read_plane_meta
+from prefect_hcs.formats.paths import ensure_inside
+from prefect_hcs.formats.plate_bounds import check_in_plate
 
-_GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
-# Close to OpenHCS's ImageXpress regex, plus the optional GUID MetaXpress glues to the wavelength.
-FILENAME_RE = re.compile(
-    r"^(?:(?P<prefix>.*?)_)??(?P<well>(?-i:[A-Z]{1,2})\d{1,3})"
-    r"(?:_s(?P<site>\d+))?"
-    r"(?:_w(?P<channel>\d+?)(?P<guid>" + _GUID + r")?)?"
-    r"(?:_z(?P<z>\d+))?"
-    r"(?:_t(?P<t>\d+))?"
-    r"\.(?P<ext>tiff?)$",
-    re.IGNORECASE,
-)
-_TIMEPOINT_DIR = re.compile(r"^TimePoint[_-]?(\d+)$", re.IGNORECASE)
-_ZSTEP_DIR = re.compile(r"^ZStep[_-]?(\d+)$", re.IGNORECASE)
-_HTD_LINE = re.compile(r'^"(?P<key>[^"]+)"\s*(?:,(?P<rest>.*))?$')
-_TIFF_EXT = (".tif", ".tiff")
+__all__ = ["find_htd", "open_imagexpress", "parse_filename"]
 
 
-def parse_filename(name: str) -> dict[str, Any] | None:
-    """Well, site, channel, z and t of a MetaXpress file name (None when it does not parse)."""
-    m = FILENAME_RE.match(name)
-    if not m:
-        return None
-    letters = "".join(c for c in m["well"] if c.isalpha())
-    number = int("".join(c for c in m["well"] if c.isdigit()))
-    if number < 1:
-        return None
-    row, _ = split_well(f"{letters}01")
-    return {
-        "well": well_id(row, number - 1),
-        "site": int(m["site"]) if m["site"] else None,
-        "channel": int(m["channel"]) if m["channel"] else None,
-        "z": int(m["z"]) if m["z"] else None,
-        "t": int(m["t"]) if m["t"] else None,
-    }
+class _Headers:
+    """Reads MetaSeries headers once each; remembers a few paths per TIFF compression.
 
+    Metadata reads are lenient (`maybe`): a damaged file must fail its own well when its pixels
+    are read, not the whole plate at compile time. Only the first plane (shape, dtype) is strict.
+    """
 
-class Htd:
-    """A parsed `.HTD` file: ``"Key", value, value...`` lines, remembered with their line numbers."""
+    SAMPLES = 3
 
-    def __init__(self, text: str, where: str) -> None:
-        self.where = where
-        self.entries: dict[str, tuple[int, list[str]]] = {}
-        for lineno, raw in enumerate(text.splitlines(), 1):
-            line = raw.strip()
-            if not line:
-                continue
-            m = _HTD_LINE.match(line)
-            if not m:
-                raise PlateError(
-                    f"malformed HTD file {where}, line {lineno}: expected '\"Key\", value', "
-                    f"got {raw[:80]!r}"
-                )
-            rest = m["rest"]
-            values = next(csv.reader([rest], skipinitialspace=True)) if rest else []
-            self.entries[m["key"].strip()] = (lineno, [v.strip() for v in values])
-        if not self.entries:
-            raise PlateError(f"malformed HTD file {where}: it holds no '\"Key\", value' lines")
+    def __init__(self, fs: AbstractFileSystem) -> None:
+        self.fs = fs
+        self.cache: dict[str, PlaneMeta] = {}
+        self.by_compression: dict[str, list[str]] = {}
+        self.unreadable: list[str] = []
 
-    def has(self, key: str) -> bool:
-        return key in self.entries
+    def __call__(self, path: str) -> PlaneMeta:
+        if path not in self.cache:
+            meta = read_plane_meta(self.fs, path)
+            self.cache[path] = meta
+            samples = self.by_compression.setdefault(meta.compression, [])
+            if len(samples) < self.SAMPLES:
+                samples.append(path)
+        return self.cache[path]
 
-    def values(self, key: str) -> list[str]:
-        return self.entries[key][1] if key in self.entries else []
-
-    def text(self, key: str) -> str | None:
-        values = self.values(key)
-        return values[0] if values else None
-
-    def integer(self, key: str) -> int | None:
-        if key not in self.entries:
-            return None
-        lineno, values = self.entries[key]
+    def maybe(self, path: str) -> PlaneMeta | None:
+        """The header, or None (remembered for a warning) when the file cannot be read."""
         try:
-            return int(values[0])
-        except (IndexError, ValueError):
-            raise PlateError(
-                f"malformed HTD file {self.where}, line {lineno}: {key!r} must be an integer, "
-                f"got {', '.join(values) or 'nothing'}"
-            ) from None
-
-    def flag(self, key: str) -> bool | None:
-        if key not in self.entries:
+            return self(path)
+        except PlateError as exc:
+            self.unreadable.append(str(exc))
             return None
-        lineno, values = self.entries[key]
-        word = values[0].upper() if values else ""
-        if word in ("TRUE", "1"):
-            return True
-        if word in ("FALSE", "0"):
-            return False
-        raise PlateError(
-            f"malformed HTD file {self.where}, line {lineno}: {key!r} must be TRUE or FALSE, "
-            f"got {', '.join(values) or 'nothing'}"
-        )
-
-    def flags(self, key: str) -> list[bool]:
-        lineno, values = self.entries[key]
-        out = []
-        for v in values:
-            if v.upper() not in ("TRUE", "FALSE"):
-                raise PlateError(
-                    f"malformed HTD file {self.where}, line {lineno}: {key!r} must be a list of "
-                    f"TRUE/FALSE, got {v!r}"
-                )
-            out.append(v.upper() == "TRUE")
-        return out
 
 
-def find_htd(fs: AbstractFileSystem, root: str) -> str | None:
-    """Path of the plate's `.HTD` file (plate folder first, then TimePoint_1/), or None."""
-    for folder in (root, f"{root}/TimePoint_1"):
-        names = sorted(n for n, kind in list_names(fs, folder).items() if kind == "file")
-        htds = [n for n in names if n.lower().endswith(".htd")]
-        if htds:
-            return f"{folder}/{htds[0]}"
-    return None
+def _ref(f: Found, z: int | None = None, projection: str | None = None) -> ImageRef:
+    return ImageRef(
+        well=f.well, site=f.site, channel=f.channel, z=z if z is not None else f.z,
+        timepoint=f.t, path=f.path, projection=projection,
+    )  # fmt: skip
 
 
-def read_htd(fs: AbstractFileSystem, path: str) -> Htd:
-    """Read and parse an HTD file (UTF-8 with or without BOM, else Latin-1)."""
-    with fs.open(path, "rb") as fh:
-        raw = fh.read()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    return Htd(text, display(fs, path))
-
-
-def _prop(description: str, key: str) -> str | None:
-    m = re.search(r'id="' + re.escape(key) + r'"[^>]*?value="([^"]*)"', description)
-    return m.group(1) if m else None
-
-
-def _float_prop(description: str, key: str) -> float | None:
-    value = _prop(description, key)
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def pixel_size_from_description(description: str) -> float | None:
-    """µm per pixel from a MetaXpress TIFF description, or None when not calibrated."""
-    size = _float_prop(description, "spatial-calibration-x")
-    units = (_prop(description, "spatial-calibration-units") or "um").lower()
-    if size is None or size <= 0 or units not in ("um", "µm", "micron", "microns", "micrometer"):
-        return None
-    return size
-
-
-class _Scan:
-    """Collects image refs and the problems found while walking the image folders."""
-
-    def __init__(self) -> None:
-        self.images: list[ImageRef] = []
-        self.unparsed: list[str] = []
-        self.not_tiff: list[str] = []
-        self.skipped_projections: list[str] = []
-        self.conflicts: list[str] = []
-
-    def add_folder(self, fs: AbstractFileSystem, folder: str, t: int | None, z: int | None) -> None:
-        for name, kind in sorted(list_names(fs, folder).items()):
-            if kind != "file" or "_thumb" in name.lower() or name.lower().endswith(".htd"):
-                continue
-            self.add_file(f"{folder}/{name}", name, t, z)
-
-    def add_file(self, path: str, name: str, t: int | None, z: int | None) -> None:
-        if not name.lower().endswith(_TIFF_EXT):
-            self.not_tiff.append(path)
-            return
-        parsed = parse_filename(name)
-        if parsed is None:
-            self.unparsed.append(path)
-            return
-        for axis, folder_value in (("t", t), ("z", z)):
-            if (
-                parsed[axis] is not None
-                and folder_value is not None
-                and parsed[axis] != folder_value
-            ):
-                self.conflicts.append(f"{path} ({axis}={parsed[axis]} vs folder {folder_value})")
-        self.images.append(
-            ImageRef(
-                well=parsed["well"],
-                site=parsed["site"] or 1,
-                channel=parsed["channel"] or 1,
-                z=z if z is not None else parsed["z"] or 1,
-                timepoint=t if t is not None else parsed["t"] or 1,
-                path=path,
-            )
-        )
-
-
-def _scan(fs: AbstractFileSystem, root: str) -> _Scan:
-    scan = _Scan()
-    entries = list_names(fs, root)
-    timepoints = sorted(
-        (int(m.group(1)), name)
-        for name, kind in entries.items()
-        if kind == "directory" and (m := _TIMEPOINT_DIR.match(name))
-    )
-    if not timepoints:  # flat export: images in the plate folder itself
-        scan.add_folder(fs, root, None, None)
-        scan.not_tiff.clear()  # other files next to the HTD are not image-folder clutter
-        return scan
-    loose = [n for n, k in entries.items() if k == "file" and n.lower().endswith(_TIFF_EXT)]
-    scan.skipped_projections += [f"{root}/{n}" for n in sorted(loose) if "_thumb" not in n.lower()]
-    for t, tp_name in timepoints:
-        tp_dir = f"{root}/{tp_name}"
-        tp_entries = list_names(fs, tp_dir)
-        zsteps = sorted(
-            (int(m.group(1)), name)
-            for name, kind in tp_entries.items()
-            if kind == "directory" and (m := _ZSTEP_DIR.match(name))
-        )
-        if not zsteps:
-            scan.add_folder(fs, tp_dir, t, None)
-            continue
-        scan.skipped_projections += [
-            f"{tp_dir}/{n}"
-            for n, k in sorted(tp_entries.items())
-            if k == "file" and n.lower().endswith(_TIFF_EXT) and "_thumb" not in n.lower()
+def _split_projections(
+    scan: Scan, headers: _Headers
+) -> tuple[list[ImageRef], list[ImageRef], list[str]]:
+    """(z-planes, projections, notes): ZStep_0 and 'beside' files become projections."""
+    stacked = {f.channel for f in scan.files if f.level == "zstep" and f.z > 0}
+    method: dict[int, str | None] = {}
+    for f in scan.files:
+        if f.level != "flat" and (f.level == "beside" or f.z == 0) and f.channel not in method:
+            meta = headers.maybe(f.path)
+            method[f.channel] = meta.projection if meta else None
+    images: list[ImageRef] = []
+    projections: list[ImageRef] = []
+    for f in scan.files:
+        if f.level == "zstep" and f.z > 0 or f.level == "flat":
+            images.append(_ref(f))
+        elif f.level == "beside" and f.channel not in stacked and method[f.channel] is None:
+            images.append(_ref(f, z=1))  # a channel taken at a single plane, no z-series
+        else:
+            projections.append(_ref(f, z=1, projection=method[f.channel] or "unspecified"))
+    only = sorted({p.channel for p in projections} - {i.channel for i in images})
+    notes = (
+        [
+            f"channel(s) {only} exist only as instrument projections: set "
+            "vfs_config.plane_source = 'projections' to read them"
         ]
-        for z, z_name in zsteps:
-            scan.add_folder(fs, f"{tp_dir}/{z_name}", t, z)
-    return scan
+        if only
+        else []
+    )
+    return images, projections, notes
 
 
-def _htd_expectations(htd: Htd) -> dict[str, Any]:
-    """Grid, channel names and expected counts declared by the HTD."""
-    sites_on = htd.flag("Sites")
-    x_sites, y_sites = htd.integer("XSites"), htd.integer("YSites")
-    if sites_on and (x_sites is None or y_sites is None):
-        raise PlateError(
-            f"malformed HTD file {htd.where}: 'Sites' is TRUE but XSites/YSites missing"
-        )
-    if sites_on is False or (x_sites is None and y_sites is None):
-        x_sites, y_sites = 1, 1
-    selected = None
-    if sites_on and all(htd.has(f"SiteSelection{r}") for r in range(1, (y_sites or 1) + 1)):
-        selected = sum(sum(htd.flags(f"SiteSelection{r}")) for r in range(1, (y_sites or 1) + 1))
-    n_waves = htd.integer("NWavelengths")
-    if htd.flag("Waves") is False:
-        n_waves = 1
-    names: dict[int, str] = {}
-    collected = 0
-    for c in range(1, (n_waves or 0) + 1):
-        if htd.text(f"WaveName{c}"):
-            names[c] = htd.text(f"WaveName{c}") or ""
-        collect = htd.integer(f"WaveCollect{c}") if htd.has(f"WaveCollect{c}") else 1
-        collected += 1 if collect else 0
-    z_steps = htd.integer("ZSteps") if htd.flag("ZSeries") else 1
-    return {
-        "grid": (y_sites or 1, x_sites or 1),
-        "selected_sites": selected,
-        "wavelengths": collected if n_waves is not None else None,
-        "channel_names": names,
-        "z": z_steps,
-        "timepoints": htd.integer("TimePoints"),
-        "plate": (htd.integer("YWells"), htd.integer("XWells")),
-    }
+def _fields_meta(images: list[ImageRef], headers: _Headers) -> dict[tuple[str, int], PlaneMeta]:
+    """One header per (well, site): its first plane, or the next one when that is unreadable."""
+    planes: dict[tuple[str, int], list[ImageRef]] = {}
+    for ref in images:
+        planes.setdefault((ref.well, ref.site), []).append(ref)
+    out: dict[tuple[str, int], PlaneMeta] = {}
+    for key, refs in planes.items():
+        for ref in refs[:3]:
+            if (meta := headers.maybe(ref.path)) is not None:
+                out[key] = meta
+                break
+    return out
+
+
+def _z_positions(images: list[ImageRef], headers: _Headers) -> dict[str, float]:
+    """{path: z µm} for every z of the first field's most complete channel at timepoint 1."""
+    ref0 = images[0]
+    counts: dict[int, int] = {}
+    for r in images:
+        if (r.well, r.site, r.timepoint) == (ref0.well, ref0.site, ref0.timepoint):
+            counts[r.channel] = counts.get(r.channel, 0) + 1
+    channel = max(sorted(counts), key=lambda c: counts[c])
+    stack = [
+        r
+        for r in images
+        if (r.well, r.site, r.timepoint, r.channel)
+        == (ref0.well, ref0.site, ref0.timepoint, channel)
+    ]
+    metas = {r.path: headers.maybe(r.path) for r in stack}
+    return {path: m.z_um for path, m in metas.items() if m is not None and m.z_um is not None}
+
+
+def _spacing(values: list[float]) -> float | None:
+    steps = [round(abs(b - a), 4) for a, b in zip(values, values[1:], strict=False)]
+    steps = [s for s in steps if s > 0]
+    return round(statistics.median(steps), 4) if steps else None
+
+
+def _time_meta(images: list[ImageRef], headers: _Headers) -> dict[str, Any]:
+    """{path: acquisition time} of the first plane of each timepoint."""
+    first: dict[int, ImageRef] = {}
+    for ref in images:
+        first.setdefault(ref.timepoint, ref)
+    metas = {r.path: headers.maybe(r.path) for r in first.values()}
+    return {path: m.acquired_at for path, m in metas.items() if m is not None and m.acquired_at}
+
+
+def _channel_meta(
+    refs: list[ImageRef], headers: _Headers, htd_names: dict[int, str]
+) -> tuple[dict[int, ChannelInfo], str | None, list[str]]:
+    """Channel names/wavelengths from the files (HTD names as fallback), objective, warnings."""
+    first: dict[int, ImageRef] = {}
+    for ref in refs:
+        first.setdefault(ref.channel, ref)
+    info: dict[int, ChannelInfo] = {}
+    objective = None
+    warnings = []
+    for channel, ref in sorted(first.items()):
+        meta = headers.maybe(ref.path) or PlaneMeta(shape=(0, 0), dtype="", compression="")
+        objective = objective or meta.objective
+        name = meta.illumination or htd_names.get(channel) or f"w{channel}"
+        declared = htd_names.get(channel)
+        if meta.illumination and declared and declared != meta.illumination:
+            warnings.append(
+                f"the HTD names wavelength {channel} {declared!r} but its images say "
+                f"{meta.illumination!r}; using {meta.illumination!r}"
+            )
+        info[channel] = ChannelInfo(name=name, emission_nm=meta.wavelength_nm)
+    return info, objective, warnings
+
+
+def _grid_from_stage(
+    sites: tuple[int, ...], fields: dict[tuple[str, int], PlaneMeta], well: str
+) -> tuple[int, int] | None:
+    """(rows, cols) from the distinct stage X and Y of one well's sites, if they form a raster."""
+    pos = {s: fields.get((well, s)) for s in sites}
+    if any(m is None or m.stage_x_um is None or m.stage_y_um is None for m in pos.values()):
+        return None
+    xs = sorted({round(m.stage_x_um, 1) for m in pos.values()})  # type: ignore[union-attr]
+    ys = sorted({round(m.stage_y_um, 1) for m in pos.values()})  # type: ignore[union-attr]
+    if len(xs) * len(ys) != len(sites) or list(sites) != list(range(1, len(sites) + 1)):
+        return None
+    for s, m in pos.items():
+        r, c = divmod(s - 1, len(xs))
+        if (round(m.stage_y_um, 1), round(m.stage_x_um, 1)) != (ys[r], xs[c]):  # type: ignore[union-attr]
+            return None
+    return len(ys), len(xs)
 
 
 def _overlap(
-    fs: AbstractFileSystem, images: list[ImageRef], grid: tuple[int, int], first: TiffHeader
+    grid: tuple[int, int] | None,
+    fields: dict[tuple[str, int], PlaneMeta],
+    well: str,
+    shape: tuple[int, int],
+    pixel: float | None,
 ) -> tuple[float | None, list[str]]:
     """Tile overlap from the stage positions of neighbouring sites of the first well."""
-    rows, cols = grid
-    pixel = pixel_size_from_description(first.description)
-    x1 = _float_prop(first.description, "stage-position-x")
-    y1 = _float_prop(first.description, "stage-position-y")
-    if pixel is None or x1 is None or y1 is None or rows * cols == 1:
+    if grid is None or pixel is None or grid[0] * grid[1] == 1:
         return None, []
-    ref = images[0]
-    by_site = {
-        r.site: r
-        for r in images
-        if (r.well, r.channel, r.z, r.timepoint) == (ref.well, ref.channel, ref.z, ref.timepoint)
-    }
-    estimates: list[float] = []
-    for neighbour, axis, extent, start in (
-        (2, "x", first.shape[1], x1),
-        (cols + 1, "y", first.shape[0], y1),
-    ):
-        if (axis == "x" and cols < 2) or (axis == "y" and rows < 2) or neighbour not in by_site:
+    rows, cols = grid
+    first = fields.get((well, 1))
+    estimates = []
+    for neighbour, axis, extent in ((2, "x", shape[1]), (cols + 1, "y", shape[0])):
+        if (axis == "x" and cols < 2) or (axis == "y" and rows < 2):
             continue
-        desc = read_tiff_header(fs, by_site[neighbour].path).description
-        pos = _float_prop(desc, f"stage-position-{axis}")
-        if pos is not None:
-            estimates.append(1.0 - abs(pos - start) / (extent * pixel))
+        other = fields.get((well, neighbour))
+        a = getattr(first, f"stage_{axis}_um", None)
+        b = getattr(other, f"stage_{axis}_um", None)
+        if a is not None and b is not None:
+            estimates.append(1.0 - abs(b - a) / (extent * pixel))
     if not estimates:
         return None, []
     overlap = round(sum(estimates) / len(estimates), 4)
     if overlap < 0:
-        return 0.0, [f"sites of {ref.well} do not touch (gap of {-overlap:.1%} of a tile)"]
+        return 0.0, [f"sites of {well} do not touch (gap of {-overlap:.1%} of a tile)"]
     return overlap, []
+
+
+def _annotate(
+    refs: list[ImageRef],
+    fields: dict[tuple[str, int], PlaneMeta],
+    z_um: dict[str, float],
+    times: dict[str, Any],
+) -> list[ImageRef]:
+    """Stage X/Y on every plane of a field; z and time on the planes whose header was read."""
+    out = []
+    for r in refs:
+        meta = fields.get((r.well, r.site))
+        update: dict[str, Any] = {}
+        if meta is not None and meta.stage_x_um is not None:
+            update |= {"stage_x_um": meta.stage_x_um, "stage_y_um": meta.stage_y_um}
+        if r.path in z_um:
+            update["z_um"] = z_um[r.path]
+        if r.path in times:
+            update["acquired_at"] = times[r.path]
+        out.append(r.model_copy(update=update) if update else r)
+    return out
+
+
+def _check_inside(
+    fs: AbstractFileSystem, root: str, scan: Scan, htd: Htd | None, htd_path: str | None
+) -> None:
+    """Every image resolves inside the plate (no symlink out), every well lies on the plate."""
+    rows = htd.integer("YWells") if htd else None
+    cols = htd.integer("XWells") if htd else None
+    where = display(fs, htd_path) if htd_path else display(fs, root)
+    for well in sorted({f.well for f in scan.files}, key=split_well):
+        r, c = split_well(well)
+        example = next(f.path for f in scan.files if f.well == well).rsplit("/", 1)[-1]
+        check_in_plate(r + 1, c + 1, rows, cols, where, f"image {example}")
+    for f in scan.files:
+        ensure_inside(fs, root, f.path, display(fs, root))
+
+
+def _no_images(fs: AbstractFileSystem, root: str, scan: Scan) -> PlateError:
+    from prefect_hcs.formats.identify import describe_foreign
+
+    where = display(fs, root)
+    foreign = describe_foreign(fs, root)
+    if foreign:
+        return PlateError(f"{where} is not an ImageXpress plate: it holds {foreign}")
+    if scan.subfolders:
+        return PlateError(
+            f"no MetaXpress images in {where}; it holds the folder(s) {listed(scan.subfolders)}. "
+            "A MetaXpress acquisition lives in '<date>/<acquisition id>/': point the URL at "
+            "that folder (the one holding the images or the ZStep_<n>/TimePoint_<n> folders)."
+        )
+    return PlateError(
+        f"no MetaXpress images in {where}: expected '<plate>_<well>_s<site>_w<channel><GUID>.tif' "
+        "files, in the folder or in TimePoint_<n>/[ZStep_<n>/] folders"
+    )
 
 
 def open_imagexpress(
@@ -340,79 +293,164 @@ def open_imagexpress(
     *,
     fs: AbstractFileSystem | None = None,
 ) -> PlateLayout:
-    """Discover an ImageXpress plate: HTD for grid and names, file names for the plane index."""
+    """Discover an ImageXpress plate (acquisition folder or export, with or without `.HTD`)."""
     fs, root = resolve(url, storage_options, fs)
     where = display(fs, root)
     htd_path = find_htd(fs, root)
-    if htd_path is None:
-        raise PlateError(
-            f"not an ImageXpress plate: no .HTD file in {where} or {where}/TimePoint_1. "
-            "MetaXpress writes '<plate>.HTD' next to the TimePoint_<n> folders."
-        )
-    htd = read_htd(fs, htd_path)
-    expect = _htd_expectations(htd)
-    scan = _scan(fs, root)
-    warnings = _scan_warnings(scan)
-    hint = f" (plate folder {where}, HTD {display(fs, htd_path)})"
-    check_complete(where, scan.images, hint)
-    images = sorted(scan.images, key=plate_sort_key)
+    htd = read_htd(fs, htd_path) if htd_path else None
+    scan = scan_plate(fs, root)
+    if not scan.files:
+        raise _no_images(fs, root, scan)
+    _check_inside(fs, root, scan, htd, htd_path)
+    headers = _Headers(fs)
+    images, projections, notes = _split_projections(scan, headers)
+    hint = f" (plate folder {where}" + (f", HTD {display(fs, htd_path)})" if htd_path else ")")
+    if not images:
+        images, projections = [p.model_copy(update={"projection": None}) for p in projections], []
+        notes = ["the plate holds only projections; they are read as single planes"]
+    absent = plane_completeness(where, images, hint=hint)
+    try:
+        grid = {(r.well, r.site) for r in images}
+        plane_completeness(f"{where} (projections)", projections or images, fields=grid, hint=hint)
+    except PlateError as exc:  # the stack is still readable; reading projections will fail
+        notes.append(f"{exc} The projections cannot be read; the z-stack can.")
+    images.sort(key=plate_sort_key)
+    projections.sort(key=plate_sort_key)
+    return _build_layout(
+        url, fs, root, scan, htd, htd_path, headers, images, projections, notes, absent
+    )
+
+
+def _build_layout(
+    url: str,
+    fs: AbstractFileSystem,
+    root: str,
+    scan: Scan,
+    htd: Htd | None,
+    htd_path: str | None,
+    headers: _Headers,
+    images: list[ImageRef],
+    projections: list[ImageRef],
+    notes: list[str],
+    absent: tuple,
+) -> PlateLayout:
     wells = tuple(sorted({r.well for r in images}, key=split_well))
     sites = tuple(sorted({r.site for r in images}))
     channels = tuple(sorted({r.channel for r in images}))
-    z_planes = tuple(sorted({r.z for r in images}))
-    timepoints = tuple(sorted({r.timepoint for r in images}))
-
-    grid: tuple[int, int] | None = expect["grid"]
-    n_grid = grid[0] * grid[1]
-    htd_name = display(fs, htd_path)
-    if expect["selected_sites"] is not None and expect["selected_sites"] != n_grid:
-        warnings.append(
-            f"{htd_name} selects {expect['selected_sites']} of {n_grid} sites; sites cannot be "
-            "placed on the grid, so no grid is reported (no stitching)"
-        )
-        grid = None
-    elif max(sites) > n_grid or len(sites) != n_grid:
-        warnings.append(
-            f"{htd_name} declares a {grid[0]}x{grid[1]} site grid but the files have sites "
-            f"{list(sites)}; no grid is reported"
-        )
-        grid = None
-    for label, declared, found in (
-        ("wavelengths", expect["wavelengths"], len(channels)),
-        ("z-steps", expect["z"], len(z_planes)),
-        ("timepoints", expect["timepoints"], len(timepoints)),
-    ):
-        if declared is not None and declared != found:
-            warnings.append(
-                f"{htd_name} declares {declared} {label} but the image files have {found}; "
-                f"using the {found} found"
-            )
-    warnings += _well_warnings(htd_name, htd, expect["plate"], wells)
-
-    first = read_tiff_header(fs, images[0].path)
-    overlap, more = _overlap(fs, images, grid, first) if grid else (None, [])
+    first = headers(images[0].path)
+    fields = _fields_meta(images, headers)
+    z_um = _z_positions(images, headers)
+    times = _time_meta(images, headers)
+    expect = htd_expectations(htd) if htd else None
+    info, objective, name_warnings = _channel_meta(
+        images + projections, headers, expect["channel_names"] if expect else {}
+    )
+    warnings = _scan_warnings(scan) + notes + name_warnings
+    grid, more = _grid(fs, htd_path, expect, sites, fields, wells[0])
     warnings += more
+    if htd is not None and expect is not None:
+        warnings += _count_warnings(display(fs, htd_path or ""), expect, images)
+        warnings += well_warnings(display(fs, htd_path or ""), htd, expect["plate"], wells)
+    overlap, more = _overlap(grid, fields, wells[0], first.shape, first.pixel_size_um)
+    warnings += more
+    _check_same_planes(fs, headers, images[0].path)
+    warnings += check_decodable(fs, headers.by_compression)
+    warnings += [
+        f"{m} Its metadata is unknown; its well fails when the file is read."
+        for m in headers.unreadable
+    ]
+    is_export = htd is not None or scan.has_zstep0
+    time_values = [t.timestamp() for _, t in sorted(times.items(), key=lambda kv: kv[1])]
+    prefixes = {f.prefix for f in scan.files}
     return PlateLayout(
-        plate_id=root.rstrip("/").rsplit("/", 1)[-1] or htd_path.rsplit("/", 1)[-1][:-4],
+        plate_id=root.rstrip("/").rsplit("/", 1)[-1] or "plate",
         format="imagexpress",
         url=url,
         wells=wells,
         sites=sites,
         channels=channels,
-        z_planes=z_planes,
-        timepoints=timepoints,
+        z_planes=tuple(sorted({r.z for r in images})),
+        timepoints=tuple(sorted({r.timepoint for r in images})),
         grid=grid,
         tile_overlap=overlap,
-        pixel_size_um=pixel_size_from_description(first.description),
-        channel_names={c: n for c, n in expect["channel_names"].items() if c in channels},
+        pixel_size_um=first.pixel_size_um,
+        channel_names={c: i.name for c, i in info.items()},
         image_shape=first.shape,
         dtype=first.dtype,
-        images=tuple(images),
+        images=tuple(_annotate(images, fields, z_um, times)),
+        projections=tuple(_annotate(projections, fields, {}, {})),
         warnings=tuple(warnings),
+        variant="MetaXpress export" if is_export else "MetaXpress acquisition",
+        plate_barcode=next(iter(prefixes)) if len(prefixes) == 1 else None,
+        z_spacing_um=_spacing(sorted(z_um.values())),
+        time_interval_s=_spacing(time_values),
+        objective=objective,
+        channel_info=info,
+        absent=absent,
+        padded=find_padded(fs, images + projections, scan.sizes) if is_export else (),
     )
 
 
-def _scan_warnings(scan: _Scan) -> list[str]:
+def _check_same_planes(fs: AbstractFileSystem, headers: _Headers, first_path: str) -> None:
+    """Every header read must show the first plane's shape and dtype (one array per field)."""
+    first = headers(first_path)
+    for path, meta in headers.cache.items():
+        if meta.dtype and (meta.shape, meta.dtype) != (first.shape, first.dtype):
+            raise PlateError(
+                f"{display(fs, path)} is a {meta.shape[0]}x{meta.shape[1]} {meta.dtype} image but "
+                f"{display(fs, first_path)} is {first.shape[0]}x{first.shape[1]} {first.dtype}: "
+                "every plane of a plate must have the same size and pixel type (the plate mixes "
+                "acquisitions or binning settings); export the wavelengths as separate plates"
+            )
+
+
+def _grid(
+    fs: AbstractFileSystem,
+    htd_path: str | None,
+    expect: dict[str, Any] | None,
+    sites: tuple[int, ...],
+    fields: dict[tuple[str, int], PlaneMeta],
+    well: str,
+) -> tuple[tuple[int, int] | None, list[str]]:
+    """The site grid: the HTD's when it fits the files, else the stage positions'."""
+    from_stage = _grid_from_stage(sites, fields, well)
+    if expect is None:
+        return (from_stage or ((1, 1) if sites == (1,) else None)), []
+    name = display(fs, htd_path or "")
+    grid: tuple[int, int] = expect["grid"]
+    n_grid = grid[0] * grid[1]
+    if expect["selected_sites"] is not None and expect["selected_sites"] != n_grid:
+        return None, [
+            f"{name} selects {expect['selected_sites']} of {n_grid} sites; sites cannot be "
+            "placed on the grid, so no grid is reported (no stitching)"
+        ]
+    if max(sites) > n_grid or len(sites) != n_grid:
+        found = (
+            f"; using the stage positions' {from_stage[0]}x{from_stage[1]}" if from_stage else ""
+        )
+        return from_stage, [
+            f"{name} declares a {grid[0]}x{grid[1]} site grid but the files have sites "
+            f"{list(sites)}{found or '; no grid is reported'}"
+        ]
+    return grid, []
+
+
+def _count_warnings(htd_name: str, expect: dict[str, Any], images: list[ImageRef]) -> list[str]:
+    out = []
+    for label, declared, found in (
+        ("wavelengths", expect["wavelengths"], len({r.channel for r in images})),
+        ("z-steps", expect["z"], len({r.z for r in images})),
+        ("timepoints", expect["timepoints"], len({r.timepoint for r in images})),
+    ):
+        if declared is not None and declared != found:
+            out.append(
+                f"{htd_name} declares {declared} {label} but the image files have {found}; "
+                f"using the {found} found"
+            )
+    return out
+
+
+def _scan_warnings(scan: Scan) -> list[str]:
     out = []
     if scan.unparsed:
         out.append(
@@ -424,39 +462,14 @@ def _scan_warnings(scan: _Scan) -> list[str]:
             f"{len(scan.not_tiff)} non-TIFF file(s) in image folders ignored: "
             f"{listed(scan.not_tiff)}"
         )
-    if scan.skipped_projections:
+    if scan.stray:
         out.append(
-            f"{len(scan.skipped_projections)} TIFF(s) outside the TimePoint_<t>/ZStep_<z> folders "
-            f"ignored (projections or stray files): {listed(scan.skipped_projections)}"
+            f"{len(scan.stray)} TIFF(s) beside the TimePoint_<t> folders ignored (stray files): "
+            f"{listed(scan.stray)}"
         )
     if scan.conflicts:
         out.append(
             f"{len(scan.conflicts)} file name(s) whose _z/_t suffix disagrees with their folder; "
             f"the folder wins: {listed(scan.conflicts)}"
         )
-    return out
-
-
-def _well_warnings(
-    htd_name: str, htd: Htd, plate: tuple[int | None, int | None], wells: tuple[str, ...]
-) -> list[str]:
-    """Wells outside the plate the HTD declares, and selected wells without images."""
-    n_rows, n_cols = plate
-    out = []
-    if n_rows and n_cols:
-        outside = [w for w in wells if split_well(w)[0] >= n_rows or split_well(w)[1] >= n_cols]
-        if outside:
-            out.append(f"wells {outside} lie outside the {n_rows}x{n_cols} plate of {htd_name}")
-        if all(htd.has(f"WellsSelection{r}") for r in range(1, n_rows + 1)):
-            selected = [
-                well_id(r, c)
-                for r in range(n_rows)
-                for c, on in enumerate(htd.flags(f"WellsSelection{r + 1}"))
-                if on
-            ]
-            empty = sorted(set(selected) - set(wells), key=split_well)
-            if empty:
-                out.append(
-                    f"{len(empty)} well(s) selected in {htd_name} have no images: {listed(empty)}"
-                )
     return out

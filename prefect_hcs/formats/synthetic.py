@@ -196,7 +196,10 @@ def _htd_text(
     z: int,
     t: int,
     guid: str,
+    names: list[str] | None = None,
 ) -> str:
+    """A MetaXpress `.HTD` text (CRLF lines) for the plate; `names` defaults to IX_CHANNELS."""
+    names = names or [IX_CHANNELS[(c - 1) % len(IX_CHANNELS)] for c in range(1, channels + 1)]
     n_rows, n_cols, n_wells = _plate_dims(wells)
     chosen = {split_well(w) for w in wells}
 
@@ -228,7 +231,7 @@ def _htd_text(
     lines += ['"Waves", TRUE', f'"NWavelengths", {channels}']
     for c in range(1, channels + 1):
         lines += [
-            f'"WaveName{c}", "{IX_CHANNELS[(c - 1) % len(IX_CHANNELS)]}"',
+            f'"WaveName{c}", "{names[c - 1]}"',
             f'"WaveCollect{c}", 1',
         ]
     lines += [f'"UniquePlateIdentifier", "{guid}"', '"EndFile"']

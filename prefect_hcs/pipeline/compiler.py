@@ -21,6 +21,7 @@ from prefect_hcs.errors import UserFacingError
 from prefect_hcs.formats.layout import PlateLayout
 from prefect_hcs.formats.omezarr import parse_well
 from prefect_hcs.formats.physical import stage_positions
+from prefect_hcs.formats.report import layout_report
 from prefect_hcs.pipeline.builtin import fit_to_plate
 from prefect_hcs.pipeline.model import Pipeline, Step
 from prefect_hcs.pipeline.physical import (
@@ -38,6 +39,7 @@ from prefect_hcs.pipeline.plan import (
     StepPlan,
     fingerprint_of,
 )
+from prefect_hcs.pipeline.planes import select_planes
 from prefect_hcs.pipeline.wells import WellFilterError, select_wells
 
 SECRET_KEYS = ("password", "passwd", "secret", "token", "key")
@@ -84,6 +86,9 @@ def _normal(url: str) -> str:
 
 def _plate_number(layout: PlateLayout) -> str:
     return layout.plate_id.removeprefix("plate_")
+
+
+_IDENTITY = {"well", "site", "channel", "z", "timepoint", "path", "projection"}
 
 
 class _Context:
@@ -383,6 +388,9 @@ def compile_plate(
 
     base = resolve(global_layer, pipeline_layer)
     per_step = [resolve(global_layer, pipeline_layer, s.config) for s in steps]
+    found = layout_report(layout)
+    layout, notes, problems = select_planes(layout, base, per_step)
+    ctx.layout, ctx.warnings, ctx.problems = layout, ctx.warnings + notes, ctx.problems + problems
 
     # wells ------------------------------------------------------------------------------------
     try:
@@ -456,7 +464,8 @@ def compile_plate(
         {
             "plate": layout.plate_id,
             "url": layout.url,
-            "images": [r.model_dump() for r in layout.images],
+            # the plane index only: metadata read from headers must not change which plate it is
+            "images": [r.model_dump(include=_IDENTITY) for r in layout.images],
         }
     )
     inter_root = (
@@ -733,6 +742,7 @@ def compile_plate(
         resolved_config={s.name: r.to_json() for s, r in zip(steps, per_step, strict=True)},
         step_plans=tuple(plans),
         warnings=tuple(ctx.warnings),
+        layout=found,
     )
     content = plate_plan.model_dump(mode="json", exclude={"fingerprint", "step_plans"})
     content["step_fingerprints"] = [p.fingerprint for p in plans]

@@ -182,6 +182,9 @@ class PlatePlan(Frozen):
     )
     step_plans: tuple[StepPlan, ...]
     warnings: tuple[str, ...] = ()
+    layout: dict[str, Any] = Field(
+        default_factory=dict, description="What the plate handler found: formats.report."
+    )
     fingerprint: str = ""
 
     def plans_for(self, well: str) -> list[StepPlan]:
@@ -216,6 +219,7 @@ class PlatePlan(Frozen):
             "intermediates_in_memory": self.intermediates_in_memory,
             "output": self.output.model_dump(mode="json"),
             "warnings": list(self.warnings),
+            "layout": self.layout,
             "resolved_config": self.resolved_config,
             "step_plans": [p.summary() for p in self.step_plans],
         }

@@ -1,0 +1,125 @@
+"""What a MetaXpress TIFF says about itself: the MetaSeries XML in its ImageDescription.
+
+MetaXpress writes a ``<MetaData><PlaneInfo><prop id=... type=... value=.../>`` block into every
+image; tifffile parses it (`TiffFile.metaseries_metadata`). Only the header is read, never pixels.
+Keys used (as written by MetaXpress 6): ``spatial-calibration-x``/``-units`` (pixel size),
+``stage-position-x``/``-y`` (stage, µm; ``ImageXpress Micro X/Y`` as fallback), ``z-position``
+(``ImageXpress Micro Z`` as fallback), ``acquisition-time-local``, ``_IllumSetting_`` (channel name),
+``wavelength`` (nm), ``_MagSetting_``/``_MagNA_`` (objective) and ``Z Projection Method``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import tifffile
+from fsspec.spec import AbstractFileSystem
+from tifffile.tifffile import metaseries_description_metadata
+
+from prefect_hcs.formats.detect import display
+from prefect_hcs.formats.layout import PlateError
+
+_MICRONS = ("um", "µm", "micron", "microns", "micrometer")
+
+
+@dataclass(frozen=True)
+class PlaneMeta:
+    """Header facts of one MetaXpress TIFF (None where the file does not say)."""
+
+    shape: tuple[int, int]
+    dtype: str
+    compression: str
+    pixel_size_um: float | None = None
+    stage_x_um: float | None = None
+    stage_y_um: float | None = None
+    z_um: float | None = None
+    acquired_at: datetime | None = None
+    illumination: str | None = None
+    wavelength_nm: float | None = None
+    objective: str | None = None
+    projection: str | None = None
+
+
+def _number(info: dict[str, Any], *keys: str) -> float | None:
+    for key in keys:
+        value = info.get(key)
+        if isinstance(value, bool):
+            continue
+        try:
+            return float(value) if value not in (None, "") else None
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _objective(info: dict[str, Any]) -> str | None:
+    mag = str(info.get("_MagSetting_") or "").strip()
+    na = _number(info, "_MagNA_")
+    if not mag:
+        return None
+    return f"{mag} / {na:g} NA" if na else mag
+
+
+def _pixel_size(info: dict[str, Any]) -> float | None:
+    size = _number(info, "spatial-calibration-x")
+    units = str(info.get("spatial-calibration-units") or "um").lower()
+    return size if size and size > 0 and units in _MICRONS else None
+
+
+def _plane_info(tif: tifffile.TiffFile, where: str) -> dict[str, Any]:
+    """The PlaneInfo dict of a MetaSeries TIFF, {} when the file has no MetaSeries XML."""
+    page = tif.pages.first
+    description = page.description or ""
+    if not description.startswith("<MetaData>"):
+        return {}
+    try:
+        meta = tif.metaseries_metadata or metaseries_description_metadata(description)
+    except Exception as exc:  # ElementTree.ParseError and friends
+        raise PlateError(
+            f"unreadable MetaSeries XML in {where}: {exc}. Expected a '<MetaData>' "
+            "ImageDescription as MetaXpress writes it; export the image again."
+        ) from None
+    info = meta.get("PlaneInfo", {}) if isinstance(meta, dict) else {}
+    return info if isinstance(info, dict) else {}
+
+
+def read_plane_meta(fs: AbstractFileSystem, path: str) -> PlaneMeta:
+    """Shape, dtype, compression and MetaSeries metadata of a TIFF, reading its header only."""
+    where = display(fs, path)
+    try:
+        with fs.open(path, "rb") as fh, tifffile.TiffFile(fh) as tif:
+            page = tif.pages.first
+            shape = tuple(int(n) for n in page.shape if n != 1) or (1, 1)
+            dtype = np.dtype(page.dtype).name
+            compression = getattr(page.compression, "name", str(page.compression))
+            info = _plane_info(tif, where)
+    except PlateError:
+        raise
+    except FileNotFoundError:
+        raise PlateError(f"image file not found: {where}") from None
+    except Exception as exc:
+        raise PlateError(
+            f"cannot read the TIFF header of {where}: {exc}. Expected a MetaXpress TIFF; the "
+            "file is corrupt or truncated, copy or export it again."
+        ) from None
+    if len(shape) != 2:
+        raise PlateError(f"TIFF {where} has a first page of shape {shape}, not a 2-D plane")
+    when = info.get("acquisition-time-local")
+    method = info.get("Z Projection Method")
+    return PlaneMeta(
+        shape=(shape[0], shape[1]),
+        dtype=dtype,
+        compression=compression,
+        pixel_size_um=_pixel_size(info),
+        stage_x_um=_number(info, "stage-position-x", "ImageXpress Micro X"),
+        stage_y_um=_number(info, "stage-position-y", "ImageXpress Micro Y"),
+        z_um=_number(info, "z-position", "ImageXpress Micro Z"),
+        acquired_at=when if isinstance(when, datetime) else None,
+        illumination=str(info["_IllumSetting_"]) if info.get("_IllumSetting_") else None,
+        wavelength_nm=_number(info, "wavelength"),
+        objective=_objective(info),
+        projection=str(method).strip().lower() or None if method else None,
+    )
