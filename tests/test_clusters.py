@@ -298,13 +298,17 @@ def test_slurm_block_validates_and_maps_to_slurmcluster():
     block = HcsSlurmCluster(partition="short", account="imaging", cores=4, memory="16GB",
                             walltime="1-02:00:00", job_script_prologue=["module load python"],
                             interface="ib0")  # fmt: skip
-    kwargs = block.cluster_kwargs(num_workers=3)
+    kwargs = block.cluster_kwargs()
     assert kwargs["queue"] == "short" and kwargs["account"] == "imaging"
-    assert kwargs["n_workers"] == 3 and kwargs["processes"] == 1 and kwargs["cores"] == 4
+    assert block.job_count(3) == 3 and block.model_copy(update={"jobs": 5}).job_count(3) == 5
+    assert kwargs["processes"] == 1 and kwargs["cores"] == 4
+    # workers retire 5 min before the 26 h walltime instead of being killed mid-task
+    assert kwargs["worker_extra_args"] == ["--lifetime", "1555m", "--lifetime-stagger", "2m"]
     assert kwargs["job_script_prologue"] == ["module load python"]
     assert kwargs["interface"] == "ib0" and "python" not in kwargs
     for bad, needle in (
         ({"walltime": "2 hours"}, "walltime '2 hours'"),
+        ({"walltime": "30:00"}, "walltime '30:00'"),  # SLURM reads MM:SS; refused as ambiguous
         ({"memory": "lots"}, "memory 'lots'"),
         ({"job_script_prologue": ["export OMERO_PASSWORD=hunter2"]}, "looks like a secret"),
     ):

@@ -16,7 +16,7 @@ from prefect.blocks.core import Block
 from pydantic import ConfigDict, Field, field_validator
 
 _DOCS = "https://github.com/prefect-hcs/prefect-hcs/blob/main/docs/scale-out.md#slurm"
-_WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}(:\d{2})?$")
+_WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
 _MEMORY = re.compile(r"^\d+(\.\d+)?\s*(B|[KMGT]i?B)$", re.IGNORECASE)
 _SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|ACCESS_KEY|PRIVATE_KEY)", re.I)
 
@@ -34,7 +34,7 @@ class HcsSlurmCluster(Block):
     _documentation_url: ClassVar[str] = _DOCS
     _code_example: ClassVar[str] = (
         "```python\nfrom prefect_hcs.blocks.slurm import HcsSlurmCluster\n\n"
-        'kwargs = HcsSlurmCluster.load("BLOCK_NAME").cluster_kwargs(num_workers=4)\n```'
+        'kwargs = HcsSlurmCluster.load("BLOCK_NAME").cluster_kwargs()\n```'
     )
 
     partition: str | None = Field(
@@ -103,8 +103,16 @@ class HcsSlurmCluster(Block):
                 )
         return lines
 
-    def cluster_kwargs(self, num_workers: int) -> dict[str, Any]:
-        """Keyword arguments of `dask_jobqueue.SLURMCluster` for a run with `num_workers`."""
+    def job_count(self, num_workers: int) -> int:
+        """Jobs kept running for a plate run with `num_workers` (the block's `jobs` if set)."""
+        return self.jobs or num_workers
+
+    def cluster_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `dask_jobqueue.SLURMCluster` (the jobs are started by scaling).
+
+        Workers retire themselves 5 minutes before the walltime (`--lifetime`, staggered), so
+        SLURM never kills one mid-task; adaptive scaling then submits a replacement job.
+        """
         kwargs: dict[str, Any] = {
             "queue": self.partition,
             "account": self.account,
@@ -114,9 +122,11 @@ class HcsSlurmCluster(Block):
             "walltime": self.walltime,
             "job_script_prologue": list(self.job_script_prologue),
             "job_extra_directives": list(self.job_extra_directives),
-            "n_workers": self.jobs or num_workers,
             "job_name": "prefect-hcs",
         }
+        if (seconds := _seconds(self.walltime)) > 15 * 60:
+            lifetime = f"{(seconds - 5 * 60) // 60}m"
+            kwargs["worker_extra_args"] = ["--lifetime", lifetime, "--lifetime-stagger", "2m"]
         optional = {
             "python": self.python,
             "interface": self.interface,
@@ -125,3 +135,10 @@ class HcsSlurmCluster(Block):
         }
         kwargs.update({k: v for k, v in optional.items() if v})
         return kwargs
+
+
+def _seconds(walltime: str) -> int:
+    """HH:MM:SS or D-HH:MM:SS (the forms the block accepts) as seconds."""
+    days, _, clock = walltime.rpartition("-")
+    hours, minutes, secs = (int(x) for x in clock.split(":"))
+    return int(days or 0) * 86400 + hours * 3600 + minutes * 60 + secs

@@ -61,8 +61,11 @@ def scale_out_runner(plan: PlatePlan) -> Iterator[Any]:
         return
     runner_cls = _dask_task_runner()
     if plan.task_runner == "slurm":
+        kwargs, jobs = _slurm_kwargs(plan)
         runner = runner_cls(
-            cluster_class="dask_jobqueue.SLURMCluster", cluster_kwargs=_slurm_kwargs(plan)
+            cluster_class="dask_jobqueue.SLURMCluster",
+            cluster_kwargs=kwargs,
+            adapt_kwargs={"minimum": jobs, "maximum": jobs},  # replaces jobs that end early
         )
         where = f"SLURM (block {plan.slurm_cluster!r})"
     elif plan.dask_address:
@@ -104,8 +107,8 @@ def _local_cluster_kwargs(plan: PlatePlan) -> dict[str, Any]:
     }
 
 
-def _slurm_kwargs(plan: PlatePlan) -> dict[str, Any]:
-    """SLURMCluster keyword arguments from the plan's `hcs-slurm-cluster` block."""
+def _slurm_kwargs(plan: PlatePlan) -> tuple[dict[str, Any], int]:
+    """(SLURMCluster keyword arguments, jobs to keep) from the plan's `hcs-slurm-cluster` block."""
     try:
         import dask_jobqueue  # noqa: F401
     except ImportError:
@@ -125,10 +128,10 @@ def _slurm_kwargs(plan: PlatePlan) -> dict[str, Any]:
             f"{plan.slurm_cluster!r} on the Prefect server; create it (prefect-hcs blocks apply, "
             "or the Blocks page of the UI) or fix the name"
         ) from None
-    kwargs = block.cluster_kwargs(plan.num_workers)
+    kwargs = block.cluster_kwargs()
     kwargs.setdefault("silence_logs", "error")
     kwargs.setdefault("scheduler_options", {"dashboard_address": ":0"})
-    return kwargs
+    return kwargs, block.job_count(plan.num_workers)
 
 
 def describe(plan: PlatePlan) -> str:
