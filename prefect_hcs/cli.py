@@ -40,16 +40,6 @@ PipelineOpt = Annotated[
 ]
 
 
-@app.callback()
-def _main(
-    debug: Annotated[
-        bool, typer.Option("--debug", help="Print full tracebacks, also for input mistakes.")
-    ] = False,
-) -> None:
-    """High-content-screening pipelines over multi-well plates, as Prefect flows."""
-    set_debug(debug)
-
-
 def _fail(message: str, code: int = 2) -> None:
     from rich.markup import escape
 
@@ -63,6 +53,9 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.callback()
 def _global_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Print full tracebacks, also for input mistakes.")
+    ] = False,
     server_port: Annotated[
         int | None,
         typer.Option(
@@ -77,6 +70,7 @@ def _global_options(
     """High-content-screening pipelines over multi-well plates, as Prefect flows."""
     from prefect_hcs.runtime.api import set_requested_port
 
+    set_debug(debug)
     set_requested_port(server_port)
 
 
@@ -432,7 +426,9 @@ def _run_flow(
     """Run `process-plate` in this process against a real API; returns (summary, run URL)."""
     import os
 
-    if "://" not in plate:  # the run records (and retry-failed replays) an absolute path
+    # The run records (and retry-failed replays) an absolute path; a path with '..' is left as
+    # typed so that the compiler refuses it with its documented message.
+    if "://" not in plate and ".." not in plate.replace("\\", "/").split("/"):
         plate = os.path.abspath(os.path.expanduser(plate))
 
     from prefect_hcs.runtime.api import ensure_api
