@@ -307,7 +307,7 @@ def _run_flow(
     import os
 
     if "://" not in plate:  # the run records (and retry-failed replays) an absolute path
-        plate = os.path.abspath(os.path.expanduser(plate))
+        plate = os.path.join(os.getcwd(), os.path.expanduser(plate))  # keeps '..' to refuse
 
     from prefect_hcs.runtime.api import ensure_api
 
