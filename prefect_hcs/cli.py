@@ -426,10 +426,8 @@ def _run_flow(
     """Run `process-plate` in this process against a real API; returns (summary, run URL)."""
     import os
 
-    # The run records (and retry-failed replays) an absolute path; a path with '..' is left as
-    # typed so that the compiler refuses it with its documented message.
-    if "://" not in plate and ".." not in plate.replace("\\", "/").split("/"):
-        plate = os.path.abspath(os.path.expanduser(plate))
+    if "://" not in plate:  # the run records (and retry-failed replays) an absolute path
+        plate = os.path.join(os.getcwd(), os.path.expanduser(plate))  # keeps '..' to refuse
 
     from prefect_hcs.runtime.api import ensure_api
 

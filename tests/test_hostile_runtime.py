@@ -416,8 +416,8 @@ def test_a_plane_replaced_while_it_is_read_is_not_accepted_on_resume(
     real_read = hio.read_source_plane
     swapped: list[str] = []
 
-    def read_then_replace(url, storage_options=None, expect_shape=None):
-        pixels = real_read(url, storage_options, expect_shape)
+    def read_then_replace(url, *args, **kwargs):
+        pixels = real_read(url, *args, **kwargs)
         if url.endswith(victim.name) and not swapped:  # a copy job replaces the file just now
             shutil.copyfile(replacement, victim)
             os.utime(victim, ns=(time.time_ns() + 10**9,) * 2)

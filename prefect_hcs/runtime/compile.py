@@ -45,7 +45,7 @@ def compile_from_parameters(
             ]  # fmt: skip
         )
     if "://" not in plate:  # a plate is the same plate from any working directory
-        plate = os.path.abspath(os.path.expanduser(plate))
+        plate = os.path.normpath(os.path.join(os.getcwd(), os.path.expanduser(plate)))
     g = load_layer_source(global_config, "global")
     p = load_layer_source(pipeline_config, "pipeline")
     pipe = load_pipeline(pipeline)

@@ -32,7 +32,7 @@ def absolute_parameters(params: dict[str, Any]) -> dict[str, str]:
         if not isinstance(value, str) or "://" in value or "\n" in value:
             continue
         if key == "plate" or os.path.exists(value):
-            out[key] = os.path.abspath(os.path.expanduser(value))
+            out[key] = os.path.join(os.getcwd(), os.path.expanduser(value))  # '..' stays
     return out
 
 
