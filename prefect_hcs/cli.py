@@ -34,8 +34,45 @@ PipelineOpt = Annotated[
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@app.callback()
+def _global_options(
+    server_port: Annotated[
+        int | None,
+        typer.Option(
+            "--server-port",
+            min=1,
+            max=65535,
+            help="Port for the local Prefect server started when no API is configured "
+            "(default: Prefect's PREFECT_SERVER_API_PORT setting, else 4200).",
+        ),
+    ] = None,
+) -> None:
+    """High-content-screening pipelines over multi-well plates, as Prefect flows."""
+    from prefect_hcs.runtime.api import set_requested_port
+
+    set_requested_port(server_port)
+
+
+def _connect(*refs: str | None, always: bool = True) -> None:
+    """Find the Prefect API (see runtime/api.py) before blocks are loaded or saved.
+
+    With `always=False` only when one of `refs` names a block (layer files need no API).
+    """
+    from prefect_hcs.blocks.sources import is_block_name
+    from prefect_hcs.runtime.api import ensure_api
+
+    if not always and not any(is_block_name(r) for r in refs):
+        return
+    try:
+        api = ensure_api()
+    except _user_errors() as exc:
+        _fail(str(exc))
+    if api.started_now:  # stderr: stdout may be JSON
+        err_console.print(f"started a local Prefect server at {api.ui_url} (pid {api.pid})")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -67,6 +104,7 @@ def config_explain(
     from prefect_hcs.blocks.sources import load_layer_source
     from prefect_hcs.config import resolve
 
+    _connect(global_config, pipeline_config, step_config, always=False)
     try:
         g = load_layer_source(global_config, "global")
         p = load_layer_source(pipeline_config, "pipeline")
@@ -108,6 +146,7 @@ def blocks_apply(
         for spec in specs:
             console.print(f"valid: {spec.block_type}/{spec.name} ({spec.origin})")
         return
+    _connect()
     for saved in apply_block_specs(specs):
         console.print(f"saved {saved}")
 
@@ -258,6 +297,7 @@ def plan_cmd(
     """Compile and validate the plan of a plate run without reading any pixel."""
     from prefect_hcs.runtime.compile import compile_from_parameters
 
+    _connect(global_config, pipeline_config, always=False)
     try:
         plan = compile_from_parameters(
             plate,
@@ -337,6 +377,8 @@ def _run_flow(
 
     from prefect_hcs.runtime.api import ensure_api
 
+    if show_progress:  # before Prefect is imported (it configures logging at import)
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     try:
         api = ensure_api()
     except _user_errors() as exc:
@@ -346,8 +388,6 @@ def _run_flow(
             f"started a local Prefect server at {api.ui_url} (pid {api.pid}, log {api.log}); "
             "it keeps running so you can open the run in the UI"
         )
-    if show_progress:
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from prefect_hcs.runtime import progress as hprogress

@@ -37,12 +37,20 @@ def load_layer_block(name: str, layer: LayerName) -> BaseModel:
     return block.to_layer()
 
 
+def is_block_name(ref: str | None) -> bool:
+    """Whether `ref` names a saved Block (so loading it needs the Prefect API), not a file."""
+    if not ref:
+        return False
+    path = Path(ref)
+    return not (path.suffix.lower() in _LAYER_FILE_SUFFIXES or path.exists())
+
+
 def load_layer_source(ref: str | None, layer: LayerName) -> BaseModel | None:
     """`ref` is a path to a YAML/JSON layer file, a block name, or None (empty layer)."""
     if ref is None or ref == "":
         return None
     path = Path(ref)
-    if path.suffix.lower() in _LAYER_FILE_SUFFIXES or path.exists():
+    if not is_block_name(ref):
         if not path.is_file():
             raise ConfigError(layer, ref, ["file not found (a block name has no .yaml suffix)"])
         return _load_layer_file(path, layer)

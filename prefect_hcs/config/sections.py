@@ -94,6 +94,14 @@ class ExecutionConfig(ConfigSection):
     """How the flow runs tasks: runner, task granularity, retries for transient failures."""
 
     task_runner: TaskRunnerKind = Field(default=TaskRunnerKind.THREADS, description="Task runner.")
+    dask_address: str | None = Field(
+        default=None,
+        description="Existing Dask scheduler (tcp://host:8786) for task_runner dask; "
+        "unset = a LocalCluster of num_workers processes.",
+    )
+    slurm_cluster: str | None = Field(
+        default=None, description="Name of the hcs-slurm-cluster block for task_runner slurm."
+    )
     max_task_runs: int = Field(
         default=200, ge=1, description="Upper bound of task runs per plate run (wells are chunked)."
     )

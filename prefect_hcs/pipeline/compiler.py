@@ -23,6 +23,7 @@ from prefect_hcs.formats.omezarr import parse_well
 from prefect_hcs.formats.physical import stage_positions
 from prefect_hcs.formats.report import layout_report
 from prefect_hcs.pipeline.builtin import fit_to_plate
+from prefect_hcs.pipeline.execution import execution_target
 from prefect_hcs.pipeline.model import Pipeline, Step
 from prefect_hcs.pipeline.physical import (
     output_physical,
@@ -419,6 +420,9 @@ def compile_plate(
     # execution --------------------------------------------------------------------------------
     runner = _v(base.value("execution_config.task_runner"))
     workers = int(base.value("num_workers"))
+    target = execution_target(base, runner)
+    for problem in target.problems:
+        ctx.error(problem)
 
     # outputs ----------------------------------------------------------------------------------
     for field in ("path_planning_config.global_output_folder",):
@@ -744,6 +748,8 @@ def compile_plate(
         chunks=chunks,
         intermediates_in_memory=in_memory,
         task_runner=runner,
+        dask_address=target.dask_address,
+        slurm_cluster=target.slurm_cluster,
         num_workers=workers,
         retries=int(base.value("execution_config.retries")),
         retry_delay_seconds=float(base.value("execution_config.retry_delay_seconds")),

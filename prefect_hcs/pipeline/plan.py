@@ -173,6 +173,12 @@ class PlatePlan(Frozen):
     chunks: tuple[tuple[str, ...], ...]
     intermediates_in_memory: bool
     task_runner: str
+    dask_address: str | None = Field(
+        default=None, description="Existing Dask scheduler the step tasks go to (task_runner dask)."
+    )
+    slurm_cluster: str | None = Field(
+        default=None, description="hcs-slurm-cluster block the jobs are submitted with (slurm)."
+    )
     num_workers: int
     retries: int
     retry_delay_seconds: float

@@ -10,11 +10,8 @@ Prefect UI shows of a run (flow-run tags, progress, artifacts, `prefect-hcs.*` e
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -23,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
 from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan
-from prefect_hcs.runtime import progress
+from prefect_hcs.runtime import clusters, progress
 from prefect_hcs.runtime import worker as hw
 from prefect_hcs.runtime.compile import compile_from_parameters
 from prefect_hcs.runtime.monitoring import PlateMonitor
@@ -112,6 +109,7 @@ def run_step_task(
                 "seconds": r.seconds,
                 "tables": r.tables,
                 "pid": os.getpid(),
+                "where": clusters.where(),
             }
         )
     logger.info(
@@ -166,39 +164,6 @@ def fingerprint_rows(plan: PlatePlan) -> list[dict[str, str]]:
     rows = [{"item": "plan", "fingerprint": plan.fingerprint}]
     rows += [{"item": k, "fingerprint": v} for k, v in plan.fingerprints().items()]
     return rows
-
-
-@contextlib.contextmanager
-def _scale_out_runner(plan: PlatePlan) -> Iterator[Any]:
-    """A Dask LocalCluster (one process per worker) when the plan says `dask`, else None.
-
-    Entered inside the flow body so the flow keeps its own scheduler: only the per-chunk step
-    tasks go to Dask; compile, prepare and finalize stay in the flow process.
-    """
-    if plan.task_runner != "dask":
-        yield None
-        return
-    try:
-        from prefect_dask import DaskTaskRunner
-    except ImportError:
-        from prefect_hcs.errors import UserFacingError
-
-        raise UserFacingError(
-            "execution_config.task_runner is 'dask' but prefect-dask is not installed on this "
-            "worker: `pip install prefect-hcs[dask]`, or set task_runner: threads"
-        ) from None
-
-    runner = DaskTaskRunner(
-        cluster_kwargs={
-            "n_workers": plan.num_workers,
-            "threads_per_worker": 1,
-            "processes": True,
-            "dashboard_address": ":0",
-            "silence_logs": logging.ERROR,
-        }
-    )
-    with runner:
-        yield runner
 
 
 def _plan_markdown(plan: PlatePlan) -> str:
@@ -278,6 +243,7 @@ def _process(
     plan = compile_plan_task.with_options(task_run_name=f"compile-plan · {monitor.plate_id}")(
         plate, pipeline, global_config, pipeline_config, opts, output_storage_options
     )
+    clusters.preflight(plan)  # an unusable cluster fails here, before any output is written
     label = f" · {plan.plate_id}"  # plate-level task runs carry the plate in their names
     logger.info(
         "compiled %d wells × %d steps into %d chunks (%d task runs); plan %s",
@@ -311,7 +277,7 @@ def _process(
         if p.well not in skipped:
             by_chunk_step.setdefault((chunk_of[p.well], p.step_index), []).append(p)
 
-    with _scale_out_runner(plan) as runner:
+    with clusters.scale_out_runner(plan) as runner:
         done_wells, failures, pids = _run_chunks(plan, by_chunk_step, opts, runner, monitor)
 
     summary: dict[str, Any] = {
@@ -323,7 +289,9 @@ def _process(
         "failures": failures,
         "output": plan.output.zarr_url or plan.output.root,
         "task_runner": plan.task_runner,
-        "worker_pids": pids,
+        "cluster": clusters.describe(plan),
+        "worker_pids": {w: sorted({p["pid"] for p in ps}) for w, ps in pids.items()},
+        "placement": pids,
         "seconds": round(time.perf_counter() - started, 2),
     }
     if failures:
@@ -353,7 +321,7 @@ def _run_chunks(
 
     `runner` is a started task runner to submit to (Dask), or None for the flow's own runner;
     `monitor` hears of every finished step and well (in this process, so progress is exact).
-    Returns (completed wells, {well: failure}, {well: pids of the processes that ran its steps}).
+    Returns (completed wells, {well: failure}, {well: where each step ran (clusters.where)}).
     """
 
     failures: dict[str, str] = {}
@@ -379,7 +347,7 @@ def _run_chunks(
 
     pending: dict[Any, tuple[int, int]] = {}
     done_wells: list[str] = []
-    pids: dict[str, set[int]] = {}
+    pids: dict[str, list[dict[str, Any]]] = {}
     n_steps = len(plan.steps)
     queue = [c for c in range(len(plan.chunks)) if (c, 0) in by_chunk_step]
 
@@ -402,7 +370,7 @@ def _run_chunks(
             new_failures = {w: f"{type(exc).__name__}: {exc}" for w in wells}
         else:
             for r in outcome["results"]:
-                pids.setdefault(r["well"], set()).add(r["pid"])
+                pids.setdefault(r["well"], []).append({"step": r["step"], **r["where"]})
             new_failures = dict(outcome["failures"])
             if monitor is not None:
                 monitor.step_results(outcome["results"])
@@ -424,7 +392,7 @@ def _run_chunks(
             if monitor is not None:
                 monitor.wells_done(survivors)
         start_next_chunk()
-    return done_wells, failures, {w: sorted(p) for w, p in sorted(pids.items())}
+    return done_wells, failures, dict(sorted(pids.items()))
 
 
 class PlateRunError(RuntimeError):
