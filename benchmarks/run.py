@@ -6,6 +6,10 @@
    in its own process; wall time and peak RSS are reported with their ratio to the bare loop.
 2. compile: compiling 384 wells × 8 steps (no pixels read).
 3. resolve: resolving every config field for 10 steps × 384 wells.
+4. dask: a CPU-bound plate on 1 vs 2 `dask worker` processes (execution_config.dask_address);
+   prints the speed-up (benchmarks/dask_workers.py).
+5. s3: the same plate S3→S3 (moto server on loopback) against disk→disk, as a throughput ratio
+   (`object_store.py`).
 """
 
 from __future__ import annotations
@@ -130,6 +134,16 @@ def bench_plate(quick: bool) -> dict:
     return data
 
 
+def _bench_dask(quick: bool) -> dict:
+    from dask_workers import bench_dask
+
+    def env_for(api_url: str, tmp: Path) -> dict:
+        return dict(os.environ, PREFECT_API_URL=api_url, PREFECT_HOME=str(tmp / "client-home"),
+                    PREFECT_LOGGING_LEVEL="WARNING")  # fmt: skip
+
+    return bench_dask(quick, _child, env_for)
+
+
 def bench_compile() -> dict:
     sys.path.insert(0, str(HERE.parent / "tests"))
     from helpers import make_layout
@@ -188,6 +202,16 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_bare":
         print(json.dumps(mode_bare(sys.argv[2], sys.argv[3])))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "_flow_s3":
+        from object_store import mode_flow_s3
+
+        print(json.dumps(mode_flow_s3(sys.argv[2], sys.argv[3], int(sys.argv[4]))))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "_dask":
+        from dask_workers import mode_dask
+
+        print(json.dumps(mode_dask(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "_flow":
         print(json.dumps(mode_flow(sys.argv[2], sys.argv[3], int(sys.argv[4]))))
         return
@@ -195,7 +219,7 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="6 wells at 256² instead of 24 at 512²"
     )
-    parser.add_argument("--only", choices=["plate", "compile", "resolve"])
+    parser.add_argument("--only", choices=["plate", "compile", "resolve", "dask", "s3"])
     args = parser.parse_args()
     results: dict = {}
     if args.only in (None, "resolve"):
@@ -220,6 +244,16 @@ def main() -> None:
             f = p[key]
             print(f"  {label:<20} {f['seconds']:7.2f} s  peak RSS {f['peak_rss_mb']:7.0f} MB  "
                   f"time {f['time_ratio']:.2f}×  memory {f['rss_ratio']:.2f}×")  # fmt: skip
+    if args.only in (None, "dask"):
+        results["dask"] = d = _bench_dask(args.quick)
+        print(f"dask ({d['plate']}; {d['cpus']} CPUs, load {d['load_avg_before'][0]:.1f}): "
+              f"1 worker {d['dask_1_worker']['seconds']:.2f} s, 2 workers "
+              f"{d['dask_2_workers']['seconds']:.2f} s → speed-up {d['speedup']:.2f}×")  # fmt: skip
+    if args.only in (None, "s3"):
+        from object_store import bench_object_store, report
+
+        results["s3"] = s3 = bench_object_store(args.quick, _child)
+        report(s3)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))

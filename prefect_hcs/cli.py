@@ -11,7 +11,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(
+from prefect_hcs.cli_console import (
+    HcsTyper,
+    debug_enabled,
+    quiet_user_errors_on_console,
+    set_debug,
+)
+
+app = HcsTyper(
     help="High-content-screening pipelines over multi-well plates, as Prefect flows.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -34,8 +41,55 @@ PipelineOpt = Annotated[
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    if debug_enabled() and sys.exc_info()[1] is not None:
+        import traceback
+
+        traceback.print_exc()  # --debug: the full traceback of the error being reported
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Print full tracebacks, also for input mistakes.")
+    ] = False,
+    server_port: Annotated[
+        int | None,
+        typer.Option(
+            "--server-port",
+            min=1,
+            max=65535,
+            help="Port for the local Prefect server started when no API is configured "
+            "(default: Prefect's PREFECT_SERVER_API_PORT setting, else 4200).",
+        ),
+    ] = None,
+) -> None:
+    """High-content-screening pipelines over multi-well plates, as Prefect flows."""
+    from prefect_hcs.runtime.api import set_requested_port
+
+    set_debug(debug)
+    set_requested_port(server_port)
+
+
+def _connect(*refs: str | None, always: bool = True) -> None:
+    """Find the Prefect API (see runtime/api.py) before blocks are loaded or saved.
+
+    With `always=False` only when one of `refs` names a block (layer files need no API).
+    """
+    from prefect_hcs.blocks.sources import is_block_name
+    from prefect_hcs.runtime.api import ensure_api
+
+    if not always and not any(is_block_name(r) for r in refs):
+        return
+    try:
+        api = ensure_api()
+    except _user_errors() as exc:
+        _fail(str(exc))
+    if api.started_now:  # stderr: stdout may be JSON
+        err_console.print(f"started a local Prefect server at {api.ui_url} (pid {api.pid})")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -67,6 +121,7 @@ def config_explain(
     from prefect_hcs.blocks.sources import load_layer_source
     from prefect_hcs.config import resolve
 
+    _connect(global_config, pipeline_config, step_config, always=False)
     try:
         g = load_layer_source(global_config, "global")
         p = load_layer_source(pipeline_config, "pipeline")
@@ -108,6 +163,7 @@ def blocks_apply(
         for spec in specs:
             console.print(f"valid: {spec.block_type}/{spec.name} ({spec.origin})")
         return
+    _connect()
     for saved in apply_block_specs(specs):
         console.print(f"saved {saved}")
 
@@ -148,21 +204,49 @@ def make_plate_cmd(
             "Cy5 projection only, TexasRed only at timepoint 1)."
         ),
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace a plate make-plate wrote there before (nothing else).")
+    ] = False,
 ) -> None:
     """Write a realistic synthetic plate plus ground_truth.json (nuclei counts, tile positions)."""
     from prefect_hcs.formats.generators import make_any_plate
+    from prefect_hcs.formats.plate_target import write_plate_into
 
-    well_list = _parse_wells(wells)
-    if format == "imagexpress" and variant is not None:
-        _make_metaxpress(out, variant, well_list, sites, channels, z, timepoints, size, overlap,
-                         seed, mixed)  # fmt: skip
-        return
-    options = dict(wells=well_list, sites=sites, channels=channels, z=z, size=size)
     try:
-        truth = make_any_plate(
-            out, format=format, variant=variant, overlap=overlap, seed=seed, **options
+        well_list = _parse_wells(wells)
+        if format == "imagexpress" and variant is not None:
+            write_plate_into(
+                out,
+                overwrite,
+                lambda url: _make_metaxpress(
+                    url,
+                    variant,
+                    well_list,
+                    sites,
+                    channels,
+                    z,
+                    timepoints,
+                    size,
+                    overlap,
+                    seed,
+                    mixed,
+                ),  # fmt: skip
+            )
+            return
+    except _user_errors() as exc:
+        _fail(str(exc))
+    options = dict(sites=sites, channels=channels, z=z, size=size, overlap=overlap, seed=seed)
+    try:
+        truth = write_plate_into(
+            out,
+            overwrite,
+            lambda url: make_any_plate(
+                url, format=format, variant=variant, wells=well_list, **options
+            ),
         )
-    except (*_user_errors(), ValueError) as exc:
+    except (*_user_errors(), ValueError, TypeError) as exc:  # incl. the generators' argument checks
+        if not isinstance(exc, _user_errors()):
+            _fail(f"make-plate: {exc}")
         _fail(str(exc))
     total = sum(w["nuclei"] for w in truth["wells"].values())
     console.print(
@@ -194,13 +278,19 @@ def _make_metaxpress(
 
 
 def _parse_wells(spec: str) -> list[str]:
-    from prefect_hcs.formats.layout import well_id
+    from prefect_hcs.formats.layout import PlateError, split_well, well_id
 
     if spec.isdigit():
         n = int(spec)
         cols = 12 if n > 8 else n
         return [well_id(i // cols, i % cols) for i in range(n)]
-    return [w.strip().upper() for w in spec.split(",") if w.strip()]
+    wells = [w.strip().upper() for w in spec.split(",") if w.strip()]
+    for w in wells:
+        try:
+            split_well(w)
+        except ValueError as exc:
+            raise PlateError(f"--wells: {exc}") from None
+    return wells
 
 
 PipelineArg = Annotated[
@@ -209,19 +299,35 @@ PipelineArg = Annotated[
 ]
 OptionsArg = Annotated[
     str | None,
-    typer.Option("--storage-options", help="JSON object passed to the plate's filesystem."),
+    typer.Option(
+        "--storage-options",
+        help="JSON object passed to the plate's filesystem (no secrets: name a "
+        '"credentials_block").',
+    ),
+]
+OutputOptionsArg = Annotated[
+    str | None,
+    typer.Option(
+        "--output-storage-options",
+        help="JSON object for the output's filesystem (default: the plate's, on the same kind "
+        "of store).",
+    ),
 ]
 
 
-def _options(text: str | None) -> dict:
+def _output_options(text: str | None) -> dict | None:
+    return _options(text, "--output-storage-options") if text else None
+
+
+def _options(text: str | None, flag: str = "--storage-options") -> dict:
     if not text:
         return {}
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        _fail(f"--storage-options is not valid JSON: {exc}")
+        _fail(f"{flag} is not valid JSON: {exc}")
     if not isinstance(value, dict):
-        _fail("--storage-options must be a JSON object")
+        _fail(f"{flag} must be a JSON object")
     from prefect_hcs.pipeline.compiler import secret_option_problems
 
     if problems := secret_option_problems(value):
@@ -237,13 +343,20 @@ def plan_cmd(
     pipeline_config: PipelineOpt = None,
     storage_options: OptionsArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print every step plan as JSON.")] = False,
+    output_storage_options: OutputOptionsArg = None,
 ) -> None:
     """Compile and validate the plan of a plate run without reading any pixel."""
     from prefect_hcs.runtime.compile import compile_from_parameters
 
+    _connect(global_config, pipeline_config, always=False)
     try:
         plan = compile_from_parameters(
-            plate, pipeline, global_config, pipeline_config, _options(storage_options)
+            plate,
+            pipeline,
+            global_config,
+            pipeline_config,
+            _options(storage_options),
+            _output_options(output_storage_options),
         )
     except _user_errors() as exc:
         _fail(str(exc))
@@ -281,11 +394,17 @@ def plan_cmd(
 @app.command("validate")
 def validate_cmd(
     url: Annotated[str, typer.Argument(help="OME-Zarr plate to validate.")],
+    storage_options: OptionsArg = None,
 ) -> None:
     """Validate an OME-Zarr HCS plate with independent validators (yaozarrs, ome-zarr-models)."""
     from prefect_hcs.formats.validate_zarr import validate_plate
+    from prefect_hcs.runtime.stores import fsspec_options
 
-    problems = validate_plate(url)
+    try:
+        options = fsspec_options(url, _options(storage_options))  # a credentials block, loaded
+    except _user_errors() as exc:
+        _fail(str(exc))
+    problems = validate_plate(url, options)
     if problems:
         for p in problems:
             err_console.print(f"[red]✗[/] {p}")
@@ -302,12 +421,18 @@ def _run_flow(
     options: dict,
     overwrite: bool,
     show_progress: bool,
+    output_options: dict | None = None,
 ) -> tuple[dict, str | None]:
     """Run `process-plate` in this process against a real API; returns (summary, run URL)."""
     import os
 
+    if "://" not in plate:  # the run records (and retry-failed replays) an absolute path
+        plate = os.path.join(os.getcwd(), os.path.expanduser(plate))  # keeps '..' to refuse
+
     from prefect_hcs.runtime.api import ensure_api
 
+    if show_progress:  # before Prefect is imported (it configures logging at import)
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     try:
         api = ensure_api()
     except _user_errors() as exc:
@@ -317,8 +442,7 @@ def _run_flow(
             f"started a local Prefect server at {api.ui_url} (pid {api.pid}, log {api.log}); "
             "it keeps running so you can open the run in the UI"
         )
-    if show_progress:
-        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    quiet_user_errors_on_console()  # the UI keeps the engine's tracebacks; the console one line
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from prefect_hcs.runtime import progress as hprogress
@@ -350,6 +474,7 @@ def _run_flow(
                 pipeline_config=pipeline_config,
                 storage_options=options,
                 overwrite=overwrite,
+                output_storage_options=output_options,
                 return_state=True,  # fmt: skip
             )
     finally:
@@ -378,6 +503,7 @@ def run_cmd(
         bool, typer.Option(help="Replace an output plate compiled from a different source.")
     ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Plain Prefect logs.")] = False,
+    output_storage_options: OutputOptionsArg = None,
 ) -> None:
     """Process one plate as a Prefect flow run (against PREFECT_API_URL or a local server)."""
     summary, url = _run_flow(
@@ -387,7 +513,8 @@ def run_cmd(
         pipeline_config,
         _options(storage_options),
         overwrite,
-        not no_progress,  # fmt: skip
+        not no_progress,
+        _output_options(output_storage_options),  # fmt: skip
     )
     _print_summary(summary, url)
 
@@ -491,27 +618,23 @@ def retry_failed_cmd(
     ] = None,
     deployment: Annotated[str | None, typer.Option(help="Only runs of this deployment.")] = None,
     dry_run: Annotated[bool, typer.Option(help="List what would be retried.")] = False,
+    stuck_after: Annotated[
+        str | None,
+        typer.Option(help="Also treat runs Running longer than this (e.g. 12h) as dead."),
+    ] = None,
 ) -> None:
-    """Retry failed/crashed plate runs: deployment runs are rescheduled, others run here again.
+    """Retry failed/crashed plate runs, and Running ones whose process died.
 
-    A retried plate skips wells whose outputs are complete and valid.
+    Deployment runs are rescheduled, others run here again (with the absolute paths recorded
+    when they first ran); a retried plate skips wells whose outputs are complete and valid.
+    Exits 1 if a retry run here does not complete.
     """
-    from prefect_hcs.runtime.api import ensure_api
-    from prefect_hcs.runtime.retry import find_failed_plate_runs, parse_since, retry_plate_run
+    from prefect_hcs.runtime.retry import run_retry_failed
 
     try:
-        after = parse_since(since)
-        ensure_api()
+        say = lambda line: console.print(line, soft_wrap=True, highlight=False)  # noqa: E731
+        failed = run_retry_failed(since, deployment, dry_run, stuck_after, say)
     except _user_errors() as exc:
         _fail(str(exc))
-    runs = find_failed_plate_runs(after, deployment)
-    if not runs:
-        console.print("no failed or crashed plate runs to retry")
-        return
-    for run in runs:
-        plate = (run.parameters or {}).get("plate")
-        if dry_run:
-            console.print(f"would retry {run.name} ({run.id}, {run.state_type.value}): {plate}")
-            continue
-        outcome = retry_plate_run(run)
-        console.print(f"{outcome['action']} {run.name} → {outcome['flow_run']}: {outcome['state']}")
+    if failed:
+        _fail(f"{failed} retried plate run(s) did not complete (see above)", 1)

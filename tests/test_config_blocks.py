@@ -174,6 +174,10 @@ def _section_values(section: str) -> st.SearchStrategy:
             base = st.integers(0, 20)
         elif name == "retry_delay_seconds":
             base = st.floats(0, 100, allow_nan=False)
+        elif name == "max_plane_pixels":
+            base = st.integers(1, 2**30)
+        elif name == "max_well_gib":
+            base = st.floats(0.5, 100, allow_nan=False)
         elif ann is bool:
             base = st.booleans()
         elif hasattr(ann, "__members__"):

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from prefect_hcs.errors import UserFacingError
 from prefect_hcs.formats.detect import open_plate
 from prefect_hcs.formats.layout import well_id
 from prefect_hcs.formats.synthetic import make_plate
@@ -432,7 +433,9 @@ def test_password_route_into_a_run(prefect_server: str, omero: Omero) -> None:
 
     before = omero.server.counts()
     in_options = {**omero.opts, "user": "carol", "password": PASSWORD}
-    message = _failure(_run(omero.url, storage_options=in_options))
+    with pytest.raises(UserFacingError) as refused:  # before the run (and its parameters) exist
+        _run(omero.url, storage_options=in_options)
+    message = str(refused.value)
     assert "'password' looks like a secret" in message and "credentials_block" in message
     assert PASSWORD not in message
 

@@ -2,5 +2,6 @@
 
 from prefect_hcs.blocks.config_blocks import HcsGlobalConfig, HcsPipelineConfig
 from prefect_hcs.blocks.omero_credentials import OmeroCredentials
+from prefect_hcs.blocks.slurm import HcsSlurmCluster
 
-__all__ = ["HcsGlobalConfig", "HcsPipelineConfig", "OmeroCredentials"]
+__all__ = ["HcsGlobalConfig", "HcsPipelineConfig", "HcsSlurmCluster", "OmeroCredentials"]

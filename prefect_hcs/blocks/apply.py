@@ -17,9 +17,12 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel
 
+from prefect_hcs.config.documents import parse_documents, read_document_file
 from prefect_hcs.config.layers import ConfigError, load_layer
 
 _TYPES = {"hcs-global-config": "global", "hcs-pipeline-config": "pipeline"}
+#: Block types whose `values` are the block's own fields (validated by the block class).
+_PLAIN = {"hcs-slurm-cluster": "prefect_hcs.blocks.slurm:HcsSlurmCluster"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,8 @@ def read_block_specs(folder: Path) -> list[BlockSpec]:
     seen: dict[tuple[str, str], str] = {}
     for path in files:
         try:
-            docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+            text = read_document_file(path, "block file")
+            docs = [d for d in parse_documents(text, f"block file {path}") if d is not None]
         except yaml.YAMLError as exc:
             raise ConfigError("block", str(path), [f"not valid YAML: {exc}"]) from None
         for i, doc in enumerate(docs):
@@ -67,16 +71,34 @@ def _spec(doc: object, origin: str) -> BlockSpec:
             [f"unknown key(s) {sorted(unknown)}; allowed: block_type, name, values, description"],
         )
     block_type = doc.get("block_type")
-    if block_type not in _TYPES:
-        raise ConfigError(
-            "block", origin, [f"block_type {block_type!r} is not one of {', '.join(_TYPES)}"]
-        )
+    if block_type not in _TYPES and block_type not in _PLAIN:
+        known = ", ".join([*_TYPES, *_PLAIN])
+        raise ConfigError("block", origin, [f"block_type {block_type!r} is not one of {known}"])
     name = doc.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError("block", origin, ["`name` must be a non-empty string"])
+    if block_type in _PLAIN:
+        return BlockSpec(block_type, name, _plain_block(block_type, doc, origin), origin)
     layer_name = _TYPES[block_type]
     layer = load_layer(doc.get("values") or {}, layer=layer_name, origin=origin)  # type: ignore[arg-type]
     return BlockSpec(block_type, name, layer, origin)
+
+
+def _plain_block(block_type: str, doc: dict, origin: str) -> BaseModel:
+    """An unsaved block of a `_PLAIN` type from the document's values, validated."""
+    import importlib
+
+    from pydantic import ValidationError
+
+    module, attr = _PLAIN[block_type].split(":")
+    cls = getattr(importlib.import_module(module), attr)
+    try:
+        return cls(**(doc.get("values") or {}))
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'values'}: {e['msg']}" for e in exc.errors()
+        ]
+        raise ConfigError("block", origin, problems) from None
 
 
 def apply_block_specs(specs: list[BlockSpec]) -> list[str]:
@@ -85,6 +107,10 @@ def apply_block_specs(specs: list[BlockSpec]) -> list[str]:
 
     saved: list[str] = []
     for spec in specs:
+        if spec.block_type in _PLAIN:
+            spec.layer.save(spec.name, overwrite=True)  # type: ignore[attr-defined]
+            saved.append(f"{spec.block_type}/{spec.name}")
+            continue
         cls = LAYER_BLOCKS[_TYPES[spec.block_type]]
         cls.from_layer(spec.layer).save(spec.name, overwrite=True)
         saved.append(f"{spec.block_type}/{spec.name}")

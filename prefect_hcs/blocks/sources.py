@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel
 
+from prefect_hcs.config.documents import parse_document, read_document_file
 from prefect_hcs.config.layers import ConfigError, LayerName, load_layer
 from prefect_hcs.errors import UserFacingError
 
@@ -37,12 +39,20 @@ def load_layer_block(name: str, layer: LayerName) -> BaseModel:
     return block.to_layer()
 
 
+def is_block_name(ref: str | None) -> bool:
+    """Whether `ref` names a saved Block (so loading it needs the Prefect API), not a file."""
+    if not ref:
+        return False
+    path = Path(ref)
+    return not (path.suffix.lower() in _LAYER_FILE_SUFFIXES or path.exists())
+
+
 def load_layer_source(ref: str | None, layer: LayerName) -> BaseModel | None:
     """`ref` is a path to a YAML/JSON layer file, a block name, or None (empty layer)."""
     if ref is None or ref == "":
         return None
     path = Path(ref)
-    if path.suffix.lower() in _LAYER_FILE_SUFFIXES or path.exists():
+    if not is_block_name(ref):
         if not path.is_file():
             raise ConfigError(layer, ref, ["file not found (a block name has no .yaml suffix)"])
         return _load_layer_file(path, layer)
@@ -52,8 +62,8 @@ def load_layer_source(ref: str | None, layer: LayerName) -> BaseModel | None:
 def _load_layer_file(path: Path, layer: LayerName) -> BaseModel:
     """A layer file is either a bare layer or a `blocks/` document (its `values` are the layer)."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+        data = parse_document(read_document_file(path, f"{layer} config"), f"{layer} config {path}")
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise ConfigError(layer, str(path), [f"not valid YAML: {exc}"]) from None
     if isinstance(data, dict) and "block_type" in data and "values" in data:
         data = data["values"]

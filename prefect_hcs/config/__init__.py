@@ -10,6 +10,7 @@ from prefect_hcs.config.enums import (
 from prefect_hcs.config.layers import (
     ConfigError,
     LazyExecutionConfig,
+    LazyLimitsConfig,
     LazyPathPlanningConfig,
     LazyStepMaterializationConfig,
     LazyStepWellFilterConfig,
@@ -26,6 +27,7 @@ from prefect_hcs.config.resolver import ResolvedConfig, ResolvedValue, Source, r
 from prefect_hcs.config.sections import (
     ExecutionConfig,
     GlobalPipelineConfig,
+    LimitsConfig,
     PathPlanningConfig,
     StepMaterializationConfig,
     StepWellFilterConfig,
@@ -39,7 +41,9 @@ __all__ = [
     "ConfigError",
     "ExecutionConfig",
     "GlobalPipelineConfig",
+    "LimitsConfig",
     "LazyExecutionConfig",
+    "LazyLimitsConfig",
     "LazyPathPlanningConfig",
     "LazyStepMaterializationConfig",
     "LazyStepWellFilterConfig",

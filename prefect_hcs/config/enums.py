@@ -28,10 +28,12 @@ class ZarrCompressor(StrEnum):
 
 
 class TaskRunnerKind(StrEnum):
-    """Threads share one process (intermediates stay in memory); dask may spread wells over processes."""
+    """Threads share one process (intermediates stay in memory); dask spreads wells over processes
+    (a LocalCluster, or an existing scheduler); slurm runs them in SLURM jobs (dask-jobqueue)."""
 
     THREADS = "threads"
     DASK = "dask"
+    SLURM = "slurm"
 
 
 class PlaneSource(StrEnum):

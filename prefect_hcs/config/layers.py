@@ -8,12 +8,14 @@ The same class serves the global, pipeline and step layers.
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from typing import Annotated, Any, Literal, Optional, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from prefect_hcs.config.documents import parse_document
 from prefect_hcs.config.sections import SECTIONS, ConfigSection, GlobalPipelineConfig
 from prefect_hcs.errors import UserFacingError
 
@@ -57,6 +59,7 @@ LazyStepWellFilterConfig = LAZY_SECTIONS["step_well_filter_config"]
 LazyStepMaterializationConfig = LAZY_SECTIONS["step_materialization_config"]
 LazyZarrConfig = LAZY_SECTIONS["zarr_config"]
 LazyExecutionConfig = LAZY_SECTIONS["execution_config"]
+LazyLimitsConfig = LAZY_SECTIONS["limits_config"]
 
 
 def _layer_fields() -> dict[str, Any]:
@@ -181,8 +184,8 @@ def load_layer(data: Any, *, layer: LayerName, origin: str = "") -> BaseModel:
 def load_layer_yaml(text: str, *, layer: LayerName, origin: str = "") -> BaseModel:
     """Parse YAML text and validate it as a layer."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        data = parse_document(text, f"{layer} config {origin}".strip())
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise ConfigError(layer, origin, [f"not valid YAML: {exc}"]) from None
     return load_layer(data, layer=layer, origin=origin)
 

@@ -94,11 +94,34 @@ class ExecutionConfig(ConfigSection):
     """How the flow runs tasks: runner, task granularity, retries for transient failures."""
 
     task_runner: TaskRunnerKind = Field(default=TaskRunnerKind.THREADS, description="Task runner.")
+    dask_address: str | None = Field(
+        default=None,
+        description="Existing Dask scheduler (tcp://host:8786) for task_runner dask; "
+        "unset = a LocalCluster of num_workers processes.",
+    )
+    slurm_cluster: str | None = Field(
+        default=None, description="Name of the hcs-slurm-cluster block for task_runner slurm."
+    )
     max_task_runs: int = Field(
         default=200, ge=1, description="Upper bound of task runs per plate run (wells are chunked)."
     )
     retries: int = Field(default=2, ge=0, le=20, description="Retries for transient failures.")
     retry_delay_seconds: float = Field(default=2.0, ge=0, description="Base delay between retries.")
+
+
+class LimitsConfig(ConfigSection):
+    """Ceilings checked against the plate's declared geometry before any pixel is allocated."""
+
+    max_plane_pixels: int = Field(
+        default=16384 * 16384,
+        ge=1,
+        description="Largest plane accepted (y × x pixels); a TIFF header above it is refused.",
+    )
+    max_well_gib: float = Field(
+        default=16.0,
+        gt=0,
+        description="Largest well accepted in memory (GiB): all its planes, or its stitched canvas.",
+    )
 
 
 class GlobalPipelineConfig(ConfigSection):
@@ -114,6 +137,7 @@ class GlobalPipelineConfig(ConfigSection):
     )
     zarr_config: ZarrConfig = Field(default_factory=ZarrConfig)
     execution_config: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    limits_config: LimitsConfig = Field(default_factory=LimitsConfig)
 
 
 #: section field name → its concrete class, in display order.

@@ -22,7 +22,9 @@ from prefect_hcs.formats.layout import PlateLayout
 from prefect_hcs.formats.omezarr import parse_well
 from prefect_hcs.formats.physical import stage_positions
 from prefect_hcs.formats.report import layout_report
+from prefect_hcs.pipeline import checks
 from prefect_hcs.pipeline.builtin import fit_to_plate
+from prefect_hcs.pipeline.execution import execution_target
 from prefect_hcs.pipeline.model import Pipeline, Step
 from prefect_hcs.pipeline.physical import (
     output_physical,
@@ -42,6 +44,7 @@ from prefect_hcs.pipeline.plan import (
 from prefect_hcs.pipeline.planes import select_planes
 from prefect_hcs.pipeline.plate_steps import plan_plate_steps
 from prefect_hcs.pipeline.wells import WellFilterError, select_wells
+from prefect_hcs.storage.object_store import inherit_output_options
 
 SECRET_KEYS = ("password", "passwd", "secret", "token", "key")
 _DIMS = ("timepoint", "channel", "z", "site")
@@ -113,8 +116,8 @@ def secret_option_problems(storage_options: dict[str, Any] | None) -> list[str]:
         if any(s in key.lower() for s in SECRET_KEYS):
             problems.append(
                 f"storage option {key!r} looks like a secret; plans are published as artifacts. "
-                "Put credentials in a Block (e.g. OmeroCredentials) and pass its name "
-                "(credentials_block=...) instead"
+                "Put credentials in a Block (OmeroCredentials; AwsCredentials or "
+                "MinIOCredentials for S3) and pass its name (credentials_block=...) instead"
             )
     return problems
 
@@ -376,13 +379,19 @@ def compile_plate(
     global_layer: BaseModel | None = None,
     pipeline_layer: BaseModel | None = None,
     storage_options: dict[str, Any] | None = None,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> PlatePlan:
-    """Plan every (well, step) of a plate run, or raise `CompileError` listing every problem."""
+    """Plan every (well, step) of a plate run, or raise `CompileError` listing every problem.
+
+    `storage_options` are the plate's; `output_storage_options` every output's (None: the
+    plate's when the output is on the same kind of store, else none).
+    """
     storage_options = dict(storage_options or {})
     pipeline, fitted = fit_to_plate(pipeline, layout)  # the built-in demo plans on any plate
     ctx = _Context(layout, pipeline)
     ctx.warnings.extend(fitted)
     _check_storage_options(ctx, storage_options)
+    _check_storage_options(ctx, output_storage_options or {})
     steps = [s for s in pipeline.steps if s.enabled]
     if not steps:
         raise CompileError(["every step of the pipeline is disabled"])
@@ -392,6 +401,7 @@ def compile_plate(
     found = layout_report(layout)
     layout, notes, problems = select_planes(layout, base, per_step)
     ctx.layout, ctx.warnings, ctx.problems = layout, ctx.warnings + notes, ctx.problems + problems
+    ctx.problems += checks.path_setting_problems(base, "", ("path_planning_config",))
 
     # wells ------------------------------------------------------------------------------------
     try:
@@ -413,6 +423,9 @@ def compile_plate(
     # execution --------------------------------------------------------------------------------
     runner = _v(base.value("execution_config.task_runner"))
     workers = int(base.value("num_workers"))
+    target = execution_target(base, runner)
+    for problem in target.problems:
+        ctx.error(problem)
 
     # outputs ----------------------------------------------------------------------------------
     for field in ("path_planning_config.global_output_folder",):
@@ -432,6 +445,8 @@ def compile_plate(
                 "path_planning_config.output_dir_suffix to a non-empty suffix or "
                 "global_output_folder to another folder"
             )
+    if output_storage_options is None:
+        output_storage_options = inherit_output_options(layout.url, root, storage_options)
     image_backend = "zarr" if root_backend == "disk" else "omero"
     zarr_url = _join(root, f"{layout.plate_id}.ome.zarr") if image_backend == "zarr" else None
 
@@ -488,6 +503,7 @@ def compile_plate(
         "overlap": layout.tile_overlap,
         "pixel_size_um": layout.pixel_size_um,
         "channel_names": {str(k): v for k, v in layout.channel_names.items()},
+        "plane_shape": list(layout.image_shape),  # every plane's header is checked against it
     }
     step_info: list[dict[str, Any]] = []
     for i, (step, resolved) in enumerate(zip(steps, per_step, strict=True)):
@@ -497,6 +513,7 @@ def compile_plate(
             sizes = dict(sizes0)
             yx = tuple(layout.image_shape)  # type: ignore[assignment]
         vc, sizes_after = _step_shapes(ctx, step, i, specs, sizes)
+        shape_before = {"fields": sizes["site"], "yx": yx}  # what the output plate declares
         reads_source = i == 0 or step.input_source == "pipeline_start"
         requested_read = _v(resolved.value("vfs_config.read_backend"))
         if reads_source:
@@ -516,6 +533,9 @@ def compile_plate(
         )
         if mat_enabled:
             _check_omero_root(ctx, f"{where}: ", resolved, "step_materialization_config", mat_root)
+            ctx.problems += checks.path_setting_problems(
+                resolved, f"{where}: ", ("step_materialization_config",)
+            )
         requested_mat = _v(resolved.value("vfs_config.materialization_backend"))
         has_folder = bool(resolved.value("step_materialization_config.global_output_folder"))
         mat_backend, mat_reason = _materialized_backend(
@@ -547,6 +567,14 @@ def compile_plate(
             ctx.error(f"{where}: {exc}")
             mat_wells, step_wells = set(), set(wells)
         special = sorted({o for chain in specs.values() for s in chain for o in s.special_outputs})
+        ctx.problems += checks.table_name_problems(where, special)
+        if mat_enabled and mat_backend == "memory" and mat_root_backend == "omero":
+            ctx.error(
+                f"{where}: vfs_config.materialization_backend is 'memory' with checkpoints "
+                "enabled, but this OMERO plate has no global_output_folder, so checkpoints would "
+                "go to the OMERO plate itself, which cannot hold memory (.npy) checkpoints. Use "
+                "'omero'/'auto', or set path_planning_config.global_output_folder"
+            )
         step_info.append(
             dict(
                 step=step,
@@ -573,6 +601,10 @@ def compile_plate(
             for call in chain:
                 if call.name in _YX_BOUNDS:
                     yx = _YX_BOUNDS[call.name](dict(call.kwargs), layout, yx)
+        if problem := checks.partial_reshape_problem(
+            where, shape_before, {"fields": sizes["site"], "yx": yx}, step_wells, wells
+        ):
+            ctx.error(problem)
 
     # a step whose output nobody reads is a disconnected pipeline
     for i in range(len(steps) - 1):
@@ -585,6 +617,18 @@ def compile_plate(
                 "step_materialization_config for it, or remove it"
             )
 
+    ctx.problems += checks.size_problems(
+        plane_yx=tuple(layout.image_shape),
+        dtype=layout.dtype,
+        stack=sizes0,
+        canvas=(sizes["site"], yx),
+        max_plane_pixels=int(base.value("limits_config.max_plane_pixels")),
+        max_well_gib=float(base.value("limits_config.max_well_gib")),
+        source=(
+            base.source("limits_config.max_plane_pixels").describe(),
+            base.source("limits_config.max_well_gib").describe(),
+        ),
+    )
     if ctx.problems:
         raise CompileError(ctx.problems)
 
@@ -600,7 +644,7 @@ def compile_plate(
         root_backend=root_backend,
         image_backend=image_backend,
         zarr_url=zarr_url,
-        storage_options=storage_options,
+        storage_options=dict(output_storage_options),
         tables=table_urls,
         fields_per_well=sizes["site"],
         field_shape=yx,
@@ -714,6 +758,7 @@ def compile_plate(
                 special_outputs=special_urls,
                 is_last=last,
                 config=info["config"],
+                code_versions=code_versions(step),
                 backend_reasons={
                     "read_backend": info["read_reason"],
                     "write_backend": write_reason,
@@ -723,6 +768,10 @@ def compile_plate(
             chain = fingerprint_of([plans[-1].chain_fingerprint if i else "", plan.fingerprint])
             plans.append(plan.model_copy(update={"chain_fingerprint": chain}))
 
+    if problems := checks.write_containment_problems(
+        _writes(plans, table_urls, root, inter_root, step_info)
+    ):
+        raise CompileError(problems)
     plans, plate_steps = plan_plate_steps(plans, root)
     chunks = _chunks(wells, len(steps), int(base.value("execution_config.max_task_runs")), workers)
     plate_plan = PlatePlan(
@@ -737,6 +786,8 @@ def compile_plate(
         chunks=chunks,
         intermediates_in_memory=in_memory,
         task_runner=runner,
+        dask_address=target.dask_address,
+        slurm_cluster=target.slurm_cluster,
         num_workers=workers,
         retries=int(base.value("execution_config.retries")),
         retry_delay_seconds=float(base.value("execution_config.retry_delay_seconds")),
@@ -752,9 +803,43 @@ def compile_plate(
     return plate_plan.model_copy(update={"fingerprint": fingerprint_of(content)})
 
 
+def code_versions(step: Any) -> dict[str, str]:
+    """{function name: code version} of every function a step runs (see FunctionSpec)."""
+    from prefect_hcs.processing.registry import get_function
+
+    return {n: get_function(n).code_version() for n in sorted(set(step.function_names()))}
+
+
 def _source_url(layout: PlateLayout, path: str) -> str:
     """Full URL of a plane path found by a handler (handlers return protocol-less paths)."""
     if "://" in layout.url:
         proto = layout.url.split("://", 1)[0]
         return f"{proto}://{path.lstrip('/')}" if proto != "file" else path
     return path
+
+
+def _writes(
+    plans: list[StepPlan],
+    tables: dict[str, str],
+    root: str,
+    inter_root: str,
+    step_info: list[dict[str, Any]],
+) -> list[tuple[str, str, str]]:
+    """(what, URL, root it must stay in) for everything a run writes."""
+    out = [(f"plate table {name}", url, root) for name, url in tables.items()]
+    for p in plans:
+        what = f"step {p.step_name!r} of well {p.well}"
+        if p.write_backend == "omero" or p.output_url.startswith("omero://"):
+            base = p.output_url.split("/", 3)[:3]
+            out.append((f"output of {what}", p.output_url, "/".join(base)))
+        else:
+            out.append((f"output of {what}", p.output_url, root if p.is_last else inter_root))
+        if p.materialized_url:
+            mat_root = step_info[p.step_index]["mat_root"]
+            if p.materialized_url.startswith("omero://"):
+                mat_root = "/".join(p.materialized_url.split("/", 3)[:3])
+            out.append((f"checkpoint of {what}", p.materialized_url, mat_root))
+        for name, url in p.special_outputs.items():
+            base = "/".join(url.split("/", 3)[:3]) if url.startswith("omero://") else root
+            out.append((f"table {name} of {what}", url, base))
+    return out

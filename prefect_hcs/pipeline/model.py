@@ -22,8 +22,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from prefect_hcs.config.documents import check_data_size, parse_document, read_document_file
 from prefect_hcs.config.layers import ConfigError, load_layer
 from prefect_hcs.errors import UserFacingError
+from prefect_hcs.pipeline.checks import identifier_problem
 
 Component = Literal["site", "channel", "z", "timepoint"]
 InputSource = Literal["previous_step", "pipeline_start"]
@@ -131,6 +133,8 @@ class Step(BaseModel):
     def _defaults(self) -> Step:
         if not self.name:
             object.__setattr__(self, "name", self.function_names()[0])
+        if problem := identifier_problem("step name", self.name):
+            raise ValueError(problem)
         if isinstance(self.func, dict) and self.group_by is None:
             raise ValueError(
                 "a mapping pattern needs group_by (e.g. group_by: channel) to pick its entries"
@@ -176,6 +180,7 @@ def pipeline_from_data(data: Any, origin: str = "pipeline") -> Pipeline:
         raise PipelineError(
             f"{origin}: expected a mapping with `name` and `steps`, got {type(data).__name__}"
         )
+    check_data_size(data, origin)
     try:
         return Pipeline.model_validate(data)
     except ValidationError as exc:
@@ -203,7 +208,7 @@ def load_pipeline(ref: str | dict[str, Any] | Pipeline | None) -> Pipeline:
     if len(ref) < 4096 and "\n" not in ref and path.suffix.lower() in (".yaml", ".yml", ".json"):
         if not path.is_file():
             raise PipelineError(f"pipeline file not found: {ref}")
-        text, origin = path.read_text(), str(path)
+        text, origin = read_document_file(path, "pipeline file"), str(path)
     elif ref.lstrip().startswith(("{", "name:", "steps:")) or "\n" in ref:
         text, origin = ref, "pipeline document"
     else:
@@ -212,7 +217,9 @@ def load_pipeline(ref: str | dict[str, Any] | Pipeline | None) -> Pipeline:
             f"not a .yaml/.json file, not a YAML/JSON document"
         )
     try:
-        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+        data = parse_document(
+            text, origin if origin == "pipeline document" else f"pipeline file {origin}"
+        )
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise PipelineError(f"{origin}: not valid YAML/JSON: {exc}") from None
     return pipeline_from_data(data, origin)

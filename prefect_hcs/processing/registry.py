@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import inspect
 import numbers
 import types
@@ -93,6 +94,23 @@ class FunctionSpec:
     param_docs: Mapping[str, str] = field(default_factory=dict)
     #: Input dtypes the function accepts (numpy names); empty means any numeric dtype.
     input_dtypes: tuple[str, ...] = ()
+    #: Declared code version; empty = a hash of the function's source (see `code_version`).
+    version: str = ""
+
+    def code_version(self) -> str:
+        """What identifies this function's code for resume: the declared `version`, else a hash
+        of its source (as Prefect's task-source cache policy does). A new version makes every
+        well that runs the function recompute on the next run; helpers it calls are not hashed,
+        so declare `version=` when they change.
+        """
+        if self.version:
+            return self.version
+        try:
+            source = inspect.getsource(self.func)
+        except (OSError, TypeError):
+            code = getattr(self.func, "__code__", None)
+            source = repr((code.co_code, code.co_consts)) if code else self.name
+        return "src:" + hashlib.sha256(source.encode()).hexdigest()[:16]
 
     def reduced_components(self, variable_components: Sequence[str]) -> set[str]:
         """Names of the components this function collapses for a step with these components."""
@@ -323,9 +341,11 @@ class FunctionRegistry:
         source: str = "",
         param_docs: Mapping[str, str] | None = None,
         input_dtypes: tuple[str, ...] = (),
+        version: str = "",
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorator registering a function under ``name`` (default: its ``__name__``).
 
+        ``version`` identifies the code for resume (default: a hash of the function's source).
         ``source``, ``param_docs`` and ``input_dtypes`` describe wrapped third-party functions
         (see `skimage_functions`); hand-written functions leave them empty.
         """
@@ -344,6 +364,7 @@ class FunctionRegistry:
             spec = dataclasses.replace(
                 spec,
                 reduces=tuple(reduces),
+                version=str(version),
                 source=source,
                 param_docs=types.MappingProxyType(dict(param_docs or {})),
                 input_dtypes=tuple(input_dtypes),
@@ -456,6 +477,7 @@ def register(
     source: str = "",
     param_docs: Mapping[str, str] | None = None,
     input_dtypes: tuple[str, ...] = (),
+    version: str = "",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a processing function in the default registry (decorator; returns ``func``)."""
     return _DEFAULT.register(
@@ -469,6 +491,7 @@ def register(
         source=source,
         param_docs=param_docs,
         input_dtypes=input_dtypes,
+        version=version,
     )
 
 

@@ -338,9 +338,16 @@ def _register_one(module: str, fname: str, func: Callable[..., Any]) -> str | No
         source=f"skimage.{key}",
         param_docs=param_docs,
         input_dtypes=dtypes,
+        version=_skimage_version(),  # the wrapper's source is shared; scikit-image's is not
     )(wrapper)
     REGISTERED[name] = WrappedFunction(name, f"skimage.{key}", dtypes)
     return None
+
+
+def _skimage_version() -> str:
+    import skimage
+
+    return f"skimage-{skimage.__version__}"
 
 
 def _input_dtypes(module: str, key: str, image_doc: str) -> tuple[str, ...]:

@@ -10,22 +10,22 @@ Prefect UI shows of a run (flow-run tags, progress, artifacts, `prefect-hcs.*` e
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
+from prefect_hcs.errors import UserFacingError
 from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan
-from prefect_hcs.runtime import progress
+from prefect_hcs.pipeline.secrets import PlainMapping, PlainStr
+from prefect_hcs.runtime import clusters, progress, run_guard
 from prefect_hcs.runtime import worker as hw
 from prefect_hcs.runtime.compile import compile_from_parameters
+from prefect_hcs.runtime.guard import guarded_flow
 from prefect_hcs.runtime.monitoring import PlateMonitor
 from prefect_hcs.runtime.plate_steps import plate_steps_task
 
@@ -67,9 +67,12 @@ def compile_plan_task(
     global_config: str | None,
     pipeline_config: str | None,
     storage_options: dict[str, Any] | None,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> PlatePlan:
     """Discover the plate and compile every (well, step) plan; fails before any pixel is read."""
-    return compile_from_parameters(plate, pipeline, global_config, pipeline_config, storage_options)
+    return compile_from_parameters(
+        plate, pipeline, global_config, pipeline_config, storage_options, output_storage_options
+    )
 
 
 @task(name="prepare-outputs", cache_policy=NO_CACHE)
@@ -77,6 +80,7 @@ def prepare_outputs_task(
     output: OutputPlan, plate_id: str, wells: tuple[str, ...], overwrite: bool
 ) -> None:
     """Write the OME-Zarr plate and well metadata once, before the per-well fan-out."""
+    run_guard.assert_lease_held(output)
     hw.prepare_outputs(output, plate_id, wells, overwrite)
 
 
@@ -96,12 +100,19 @@ def run_step_task(
     start = time.perf_counter()
     for plan in plans:
         try:
+            run_guard.assert_lease_held(output)
             r = hw.run_well_step(plan, output, storage_options)
         except Exception as exc:
             if is_transient(exc):
                 raise
             failures[plan.well] = f"{type(exc).__name__}: {exc}"
-            logger.error("well %s, step %s failed: %s", plan.well, plan.step_name, exc)
+            logger.error(  # a traceback for bugs; an input problem is its message
+                "well %s, step %s failed: %s",
+                plan.well,
+                plan.step_name,
+                exc,
+                exc_info=not isinstance(exc, UserFacingError),
+            )
             continue
         results.append(
             {
@@ -110,6 +121,7 @@ def run_step_task(
                 "seconds": r.seconds,
                 "tables": r.tables,
                 "pid": os.getpid(),
+                "where": clusters.where(),
             }
         )
     logger.info(
@@ -137,6 +149,7 @@ def finalize_outputs_task(
     summary: dict[str, Any],
 ) -> dict[str, str]:
     """Merge per-well tables into plate tables and mark the output plate complete."""
+    run_guard.assert_lease_held(output)
     return hw.finalize_outputs(output, plans, storage_options, summary)
 
 
@@ -166,39 +179,6 @@ def fingerprint_rows(plan: PlatePlan) -> list[dict[str, str]]:
     return rows
 
 
-@contextlib.contextmanager
-def _scale_out_runner(plan: PlatePlan) -> Iterator[Any]:
-    """A Dask LocalCluster (one process per worker) when the plan says `dask`, else None.
-
-    Entered inside the flow body so the flow keeps its own scheduler: only the per-chunk step
-    tasks go to Dask; compile, prepare and finalize stay in the flow process.
-    """
-    if plan.task_runner != "dask":
-        yield None
-        return
-    try:
-        from prefect_dask import DaskTaskRunner
-    except ImportError:
-        from prefect_hcs.errors import UserFacingError
-
-        raise UserFacingError(
-            "execution_config.task_runner is 'dask' but prefect-dask is not installed on this "
-            "worker: `pip install prefect-hcs[dask]`, or set task_runner: threads"
-        ) from None
-
-    runner = DaskTaskRunner(
-        cluster_kwargs={
-            "n_workers": plan.num_workers,
-            "threads_per_worker": 1,
-            "processes": True,
-            "dashboard_address": ":0",
-            "silence_logs": logging.ERROR,
-        }
-    )
-    with runner:
-        yield runner
-
-
 def _plan_markdown(plan: PlatePlan) -> str:
     lines = [
         f"# Plan of `{plan.plate_id}`",
@@ -222,29 +202,41 @@ def _flow_run_name() -> str:
     return f"plate-{plate.rsplit('/', 1)[-1]}"
 
 
-@flow(name="process-plate", flow_run_name=_flow_run_name, validate_parameters=True)
+@guarded_flow(name="process-plate", flow_run_name=_flow_run_name, validate_parameters=True)
 def process_plate(
-    plate: str,
-    pipeline: str | dict[str, Any] | None = "demo",
-    global_config: str | None = None,
-    pipeline_config: str | None = None,
-    storage_options: dict[str, Any] | None = None,
+    plate: PlainStr,
+    pipeline: PlainStr | PlainMapping | None = "demo",
+    global_config: PlainStr | None = None,
+    pipeline_config: PlainStr | None = None,
+    storage_options: PlainMapping | None = None,
     overwrite: bool = False,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Process one plate: compile all plans, prepare outputs, run steps per chunk, finalize.
 
     `global_config` and `pipeline_config` are Block names (or YAML file paths); `pipeline` is a
     built-in name, a YAML/JSON document or a mapping; `storage_options` go to the plate's
-    filesystem and must not hold secrets (use a credentials Block name).
+    filesystem and must not hold secrets (name a credentials Block: ``credentials_block``);
+    `output_storage_options` go to every output's (None: the plate's, if on the same kind of
+    store). See docs/scale-out.md.
     """
     monitor = PlateMonitor(plate)
     try:
         summary = _process(
-            monitor, plate, pipeline, global_config, pipeline_config, storage_options, overwrite
+            monitor,
+            plate,
+            pipeline,
+            global_config,
+            pipeline_config,
+            storage_options,
+            overwrite,
+            output_storage_options,
         )
     except Exception as exc:
         monitor.failed(exc)
         raise
+    finally:
+        run_guard.release_output_lease()
     monitor.completed(summary)
     return summary
 
@@ -257,15 +249,21 @@ def _process(
     pipeline_config: str | None,
     storage_options: dict[str, Any] | None,
     overwrite: bool,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The body of `process_plate`; `monitor` mirrors its progress in the Prefect UI."""
     logger = get_run_logger()
     started = time.perf_counter()
     opts = dict(storage_options or {})
+    params = {"plate": plate, "pipeline": pipeline, "global_config": global_config,
+              "pipeline_config": pipeline_config}  # fmt: skip
+    run_guard.record_parameters(params)
     plan = compile_plan_task.with_options(task_run_name=f"compile-plan · {monitor.plate_id}")(
-        plate, pipeline, global_config, pipeline_config, opts
+        plate, pipeline, global_config, pipeline_config, opts, output_storage_options
     )
+    clusters.preflight(plan)  # an unusable cluster fails here, before any output is written
     label = f" · {plan.plate_id}"  # plate-level task runs carry the plate in their names
+    run_guard.take_output_lease(plan, params, logger)  # one owner per output, before any write
     logger.info(
         "compiled %d wells × %d steps into %d chunks (%d task runs); plan %s",
         len(plan.wells),
@@ -301,7 +299,7 @@ def _process(
         if p.well not in skipped:
             by_chunk_step.setdefault((chunk_of[p.well], p.step_index), []).append(p)
 
-    with _scale_out_runner(plan) as runner:
+    with clusters.scale_out_runner(plan) as runner:
         done_wells, failures, pids = _run_chunks(plan, by_chunk_step, opts, runner, monitor)
 
     summary: dict[str, Any] = {
@@ -313,7 +311,9 @@ def _process(
         "failures": failures,
         "output": plan.output.zarr_url or plan.output.root,
         "task_runner": plan.task_runner,
-        "worker_pids": pids,
+        "cluster": clusters.describe(plan),
+        "worker_pids": {w: sorted({p["pid"] for p in ps}) for w, ps in pids.items()},
+        "placement": pids,
         "seconds": round(time.perf_counter() - started, 2),
     }
     if failures:
@@ -343,7 +343,7 @@ def _run_chunks(
 
     `runner` is a started task runner to submit to (Dask), or None for the flow's own runner;
     `monitor` hears of every finished step and well (in this process, so progress is exact).
-    Returns (completed wells, {well: failure}, {well: pids of the processes that ran its steps}).
+    Returns (completed wells, {well: failure}, {well: where each step ran (clusters.where)}).
     """
 
     failures: dict[str, str] = {}
@@ -369,7 +369,7 @@ def _run_chunks(
 
     pending: dict[Any, tuple[int, int]] = {}
     done_wells: list[str] = []
-    pids: dict[str, set[int]] = {}
+    pids: dict[str, list[dict[str, Any]]] = {}
     n_steps = len(plan.steps)
     queue = [c for c in range(len(plan.chunks)) if (c, 0) in by_chunk_step]
 
@@ -392,7 +392,7 @@ def _run_chunks(
             new_failures = {w: f"{type(exc).__name__}: {exc}" for w in wells}
         else:
             for r in outcome["results"]:
-                pids.setdefault(r["well"], set()).add(r["pid"])
+                pids.setdefault(r["well"], []).append({"step": r["step"], **r["where"]})
             new_failures = dict(outcome["failures"])
             if monitor is not None:
                 monitor.step_results(outcome["results"])
@@ -414,10 +414,10 @@ def _run_chunks(
             if monitor is not None:
                 monitor.wells_done(survivors)
         start_next_chunk()
-    return done_wells, failures, {w: sorted(p) for w, p in sorted(pids.items())}
+    return done_wells, failures, dict(sorted(pids.items()))
 
 
-class PlateRunError(RuntimeError):
+class PlateRunError(UserFacingError, RuntimeError):
     """Some wells failed; the message lists each failed well with its step and reason."""
 
     def __init__(self, plate_id: str, failures: dict[str, str]):

@@ -66,11 +66,12 @@ def _compute(step: PlateStepPlan, opts: dict[str, Any]) -> dict[str, np.ndarray]
 def run_plate_steps(plan: PlatePlan, storage_options: dict[str, Any] | None = None) -> list[str]:
     """Compute (or reuse) every plate-level result of ``plan``; return what was done per step."""
     opts = dict(storage_options or {})
+    out = dict(getattr(plan.output, "storage_options", {}) or {})
     done = []
     for raw in plan.plate_steps:
         step = PlateStepPlan.model_validate(raw)
         stamps = _stamps(step, opts)
-        old = _stored(step.result_url, opts)
+        old = _stored(step.result_url, out)
         if (
             old is not None
             and str(old.get("fingerprint")) == step.fingerprint
@@ -81,7 +82,7 @@ def run_plate_steps(plan: PlatePlan, storage_options: dict[str, Any] | None = No
         result = _compute(step, opts)
         buf = io.BytesIO()
         np.savez(buf, fingerprint=step.fingerprint, stamps=stamps, **result)
-        hio.write_bytes(step.result_url, buf.getvalue(), opts)
+        hio.write_bytes(step.result_url, buf.getvalue(), out)
         _LOADED.pop(step.result_url, None)
         done.append(
             f"{step.kind}: estimated from {len(step.source_planes)} planes of "

@@ -13,12 +13,15 @@ import time
 from typing import Any
 from uuid import UUID
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.states import Scheduled
+
+from prefect_hcs.pipeline.secrets import PlainMapping, PlainStr
+from prefect_hcs.runtime.guard import guarded_flow
 
 #: The `process-plate` deployment that `prefect-hcs serve` and deployments/prefect.yaml create.
 PLATE_DEPLOYMENT = "process-plate/hcs"
@@ -87,17 +90,18 @@ def _reschedule_failed(runs: list[FlowRun]) -> list[FlowRun]:
     return again
 
 
-@flow(name="process-screen", flow_run_name=_screen_run_name, validate_parameters=True)
+@guarded_flow(name="process-screen", flow_run_name=_screen_run_name, validate_parameters=True)
 def process_screen(
-    plates: list[str],
-    pipeline: str | dict[str, Any] | None = "demo",
-    global_config: str | None = None,
-    pipeline_config: str | None = None,
-    storage_options: dict[str, Any] | None = None,
+    plates: list[PlainStr],
+    pipeline: PlainStr | PlainMapping | None = "demo",
+    global_config: PlainStr | None = None,
+    pipeline_config: PlainStr | None = None,
+    storage_options: PlainMapping | None = None,
     plate_deployment: str = PLATE_DEPLOYMENT,
     overwrite: bool = False,
     poll_seconds: float = 5.0,
     timeout_seconds: float = 7 * 24 * 3600.0,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Process a list of plates (URLs), one `plate_deployment` run each; fail if any plate failed.
 
@@ -121,6 +125,8 @@ def process_screen(
             "storage_options": storage_options,
             "overwrite": overwrite,
         }
+        if output_storage_options is not None:
+            params["output_storage_options"] = output_storage_options
         run = run_deployment(
             plate_deployment,
             parameters=params,

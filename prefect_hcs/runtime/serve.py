@@ -73,11 +73,16 @@ def build_deployments(
     The watch deployment gets its cron schedule only with a `watch_folder` (a scheduled run
     without a folder could only fail). `defaults` are default parameters of every deployment
     (e.g. {"global_config": "facility-default"}); screen and watch also default
-    `plate_deployment` to this name's process-plate deployment.
+    `plate_deployment` to this name's process-plate deployment. Defaults that look like secrets
+    are refused (`SecretParameterError`) before anything is registered; the flows' parameter
+    schema makes the server refuse such values in the runs it creates.
     """
     from prefect.client.schemas.objects import ConcurrencyLimitConfig
     from prefect.deployments.runner import EntrypointType
 
+    from prefect_hcs.runtime.guard import check_parameters
+
+    check_parameters({**(defaults or {}), "folder": watch_folder})  # defaults are stored too
     out = []
     for flow_name, spec in SPECS.items():
         params = {**spec.parameters, **(defaults or {})}

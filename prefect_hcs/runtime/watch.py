@@ -21,10 +21,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from prefect_hcs.errors import UserFacingError
+from prefect_hcs.pipeline.secrets import PlainMapping, PlainStr
+from prefect_hcs.runtime.guard import guarded_flow
 from prefect_hcs.runtime.screen import PLATE_DEPLOYMENT
 
 STATE_FILE = ".prefect-hcs/watch-state.json"
@@ -79,8 +81,9 @@ def _fs(folder: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
             "to, or start plate runs for omero://plate_<id> URLs with the process-screen flow"
         )
     from prefect_hcs.formats.detect import resolve
+    from prefect_hcs.runtime.stores import fsspec_options
 
-    return resolve(folder, storage_options)
+    return resolve(folder, fsspec_options(folder, storage_options))
 
 
 def _candidates(fs: Any, root: str) -> list[str]:
@@ -146,7 +149,9 @@ class FileState:
         import fsspec
 
         self.url = url
-        self.fs, self.path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        from prefect_hcs.runtime.stores import fsspec_options
+
+        self.fs, self.path = fsspec.core.url_to_fs(url, **fsspec_options(url, storage_options))
 
     def load(self) -> dict[str, Any]:
         try:
@@ -288,16 +293,17 @@ def _watch_run_name() -> str:
     return f"watch-{folder.rsplit('/', 1)[-1] or 'folder'}"
 
 
-@flow(name="watch-plates", flow_run_name=_watch_run_name, validate_parameters=True)
+@guarded_flow(name="watch-plates", flow_run_name=_watch_run_name, validate_parameters=True)
 def watch_plates(
-    folder: str,
-    pipeline: str | dict[str, Any] | None = "demo",
-    global_config: str | None = None,
-    pipeline_config: str | None = None,
-    storage_options: dict[str, Any] | None = None,
+    folder: PlainStr,
+    pipeline: PlainStr | PlainMapping | None = "demo",
+    global_config: PlainStr | None = None,
+    pipeline_config: PlainStr | None = None,
+    storage_options: PlainMapping | None = None,
     plate_deployment: str = PLATE_DEPLOYMENT,
     state: str | None = None,
     settle_seconds: float = 0.0,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Scan `folder` for complete plates and start one `plate_deployment` run per new plate.
 
@@ -311,6 +317,8 @@ def watch_plates(
         "pipeline_config": pipeline_config,
         "storage_options": storage_options,
     }
+    if output_storage_options is not None:  # only when given: keeps earlier runs' keys
+        params["output_storage_options"] = output_storage_options
     decisions = watch_once(
         folder,
         deployment_starter(plate_deployment, params),
