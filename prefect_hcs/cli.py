@@ -40,16 +40,6 @@ PipelineOpt = Annotated[
 ]
 
 
-@app.callback()
-def _main(
-    debug: Annotated[
-        bool, typer.Option("--debug", help="Print full tracebacks, also for input mistakes.")
-    ] = False,
-) -> None:
-    """High-content-screening pipelines over multi-well plates, as Prefect flows."""
-    set_debug(debug)
-
-
 def _fail(message: str, code: int = 2) -> None:
     from rich.markup import escape
 
@@ -73,10 +63,14 @@ def _global_options(
             "(default: Prefect's PREFECT_SERVER_API_PORT setting, else 4200).",
         ),
     ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Print full tracebacks, also for input mistakes.")
+    ] = False,
 ) -> None:
     """High-content-screening pipelines over multi-well plates, as Prefect flows."""
     from prefect_hcs.runtime.api import set_requested_port
 
+    set_debug(debug)
     set_requested_port(server_port)
 
 
