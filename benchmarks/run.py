@@ -8,6 +8,8 @@
 3. resolve: resolving every config field for 10 steps × 384 wells.
 4. dask: a CPU-bound plate on 1 vs 2 `dask worker` processes (execution_config.dask_address);
    prints the speed-up (benchmarks/dask_workers.py).
+5. s3: the same plate S3→S3 (moto server on loopback) against disk→disk, as a throughput ratio
+   (`object_store.py`).
 """
 
 from __future__ import annotations
@@ -200,6 +202,11 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_bare":
         print(json.dumps(mode_bare(sys.argv[2], sys.argv[3])))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "_flow_s3":
+        from object_store import mode_flow_s3
+
+        print(json.dumps(mode_flow_s3(sys.argv[2], sys.argv[3], int(sys.argv[4]))))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "_dask":
         from dask_workers import mode_dask
 
@@ -212,7 +219,7 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="6 wells at 256² instead of 24 at 512²"
     )
-    parser.add_argument("--only", choices=["plate", "compile", "resolve", "dask"])
+    parser.add_argument("--only", choices=["plate", "compile", "resolve", "dask", "s3"])
     args = parser.parse_args()
     results: dict = {}
     if args.only in (None, "resolve"):
@@ -242,6 +249,11 @@ def main() -> None:
         print(f"dask ({d['plate']}; {d['cpus']} CPUs, load {d['load_avg_before'][0]:.1f}): "
               f"1 worker {d['dask_1_worker']['seconds']:.2f} s, 2 workers "
               f"{d['dask_2_workers']['seconds']:.2f} s → speed-up {d['speedup']:.2f}×")  # fmt: skip
+    if args.only in (None, "s3"):
+        from object_store import bench_object_store, report
+
+        results["s3"] = s3 = bench_object_store(args.quick, _child)
+        report(s3)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=2))

@@ -53,6 +53,9 @@ def _fail(message: str, code: int = 2) -> None:
 
 @app.callback()
 def _global_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Print full tracebacks, also for input mistakes.")
+    ] = False,
     server_port: Annotated[
         int | None,
         typer.Option(
@@ -299,19 +302,35 @@ PipelineArg = Annotated[
 ]
 OptionsArg = Annotated[
     str | None,
-    typer.Option("--storage-options", help="JSON object passed to the plate's filesystem."),
+    typer.Option(
+        "--storage-options",
+        help="JSON object passed to the plate's filesystem (no secrets: name a "
+        '"credentials_block").',
+    ),
+]
+OutputOptionsArg = Annotated[
+    str | None,
+    typer.Option(
+        "--output-storage-options",
+        help="JSON object for the output's filesystem (default: the plate's, on the same kind "
+        "of store).",
+    ),
 ]
 
 
-def _options(text: str | None) -> dict:
+def _output_options(text: str | None) -> dict | None:
+    return _options(text, "--output-storage-options") if text else None
+
+
+def _options(text: str | None, flag: str = "--storage-options") -> dict:
     if not text:
         return {}
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        _fail(f"--storage-options is not valid JSON: {exc}")
+        _fail(f"{flag} is not valid JSON: {exc}")
     if not isinstance(value, dict):
-        _fail("--storage-options must be a JSON object")
+        _fail(f"{flag} must be a JSON object")
     from prefect_hcs.pipeline.compiler import secret_option_problems
 
     if problems := secret_option_problems(value):
@@ -327,6 +346,7 @@ def plan_cmd(
     pipeline_config: PipelineOpt = None,
     storage_options: OptionsArg = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print every step plan as JSON.")] = False,
+    output_storage_options: OutputOptionsArg = None,
 ) -> None:
     """Compile and validate the plan of a plate run without reading any pixel."""
     from prefect_hcs.runtime.compile import compile_from_parameters
@@ -334,7 +354,12 @@ def plan_cmd(
     _connect(global_config, pipeline_config, always=False)
     try:
         plan = compile_from_parameters(
-            plate, pipeline, global_config, pipeline_config, _options(storage_options)
+            plate,
+            pipeline,
+            global_config,
+            pipeline_config,
+            _options(storage_options),
+            _output_options(output_storage_options),
         )
     except _user_errors() as exc:
         _fail(str(exc))
@@ -372,11 +397,17 @@ def plan_cmd(
 @app.command("validate")
 def validate_cmd(
     url: Annotated[str, typer.Argument(help="OME-Zarr plate to validate.")],
+    storage_options: OptionsArg = None,
 ) -> None:
     """Validate an OME-Zarr HCS plate with independent validators (yaozarrs, ome-zarr-models)."""
     from prefect_hcs.formats.validate_zarr import validate_plate
+    from prefect_hcs.runtime.stores import fsspec_options
 
-    problems = validate_plate(url)
+    try:
+        options = fsspec_options(url, _options(storage_options))  # a credentials block, loaded
+    except _user_errors() as exc:
+        _fail(str(exc))
+    problems = validate_plate(url, options)
     if problems:
         for p in problems:
             err_console.print(f"[red]✗[/] {p}")
@@ -393,9 +424,13 @@ def _run_flow(
     options: dict,
     overwrite: bool,
     show_progress: bool,
+    output_options: dict | None = None,
 ) -> tuple[dict, str | None]:
     """Run `process-plate` in this process against a real API; returns (summary, run URL)."""
     import os
+
+    if "://" not in plate:  # the run records (and retry-failed replays) an absolute path
+        plate = os.path.join(os.getcwd(), os.path.expanduser(plate))  # keeps '..' to refuse
 
     from prefect_hcs.runtime.api import ensure_api
 
@@ -442,6 +477,7 @@ def _run_flow(
                 pipeline_config=pipeline_config,
                 storage_options=options,
                 overwrite=overwrite,
+                output_storage_options=output_options,
                 return_state=True,  # fmt: skip
             )
     finally:
@@ -470,6 +506,7 @@ def run_cmd(
         bool, typer.Option(help="Replace an output plate compiled from a different source.")
     ] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Plain Prefect logs.")] = False,
+    output_storage_options: OutputOptionsArg = None,
 ) -> None:
     """Process one plate as a Prefect flow run (against PREFECT_API_URL or a local server)."""
     summary, url = _run_flow(
@@ -479,7 +516,8 @@ def run_cmd(
         pipeline_config,
         _options(storage_options),
         overwrite,
-        not no_progress,  # fmt: skip
+        not no_progress,
+        _output_options(output_storage_options),  # fmt: skip
     )
     _print_summary(summary, url)
 
@@ -581,27 +619,23 @@ def retry_failed_cmd(
     ] = None,
     deployment: Annotated[str | None, typer.Option(help="Only runs of this deployment.")] = None,
     dry_run: Annotated[bool, typer.Option(help="List what would be retried.")] = False,
+    stuck_after: Annotated[
+        str | None,
+        typer.Option(help="Also treat runs Running longer than this (e.g. 12h) as dead."),
+    ] = None,
 ) -> None:
-    """Retry failed/crashed plate runs: deployment runs are rescheduled, others run here again.
+    """Retry failed/crashed plate runs, and Running ones whose process died.
 
-    A retried plate skips wells whose outputs are complete and valid.
+    Deployment runs are rescheduled, others run here again (with the absolute paths recorded
+    when they first ran); a retried plate skips wells whose outputs are complete and valid.
+    Exits 1 if a retry run here does not complete.
     """
-    from prefect_hcs.runtime.api import ensure_api
-    from prefect_hcs.runtime.retry import find_failed_plate_runs, parse_since, retry_plate_run
+    from prefect_hcs.runtime.retry import run_retry_failed
 
     try:
-        after = parse_since(since)
-        ensure_api()
+        say = lambda line: console.print(line, soft_wrap=True, highlight=False)  # noqa: E731
+        failed = run_retry_failed(since, deployment, dry_run, stuck_after, say)
     except _user_errors() as exc:
         _fail(str(exc))
-    runs = find_failed_plate_runs(after, deployment)
-    if not runs:
-        console.print("no failed or crashed plate runs to retry")
-        return
-    for run in runs:
-        plate = (run.parameters or {}).get("plate")
-        if dry_run:
-            console.print(f"would retry {run.name} ({run.id}, {run.state_type.value}): {plate}")
-            continue
-        outcome = retry_plate_run(run)
-        console.print(f"{outcome['action']} {run.name} → {outcome['flow_run']}: {outcome['state']}")
+    if failed:
+        _fail(f"{failed} retried plate run(s) did not complete (see above)", 1)

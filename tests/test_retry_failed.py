@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ def test_retry_failed_reruns_a_local_failed_run_and_resumes(prefect_server, tmp_
     from prefect_hcs.runtime.flow import process_plate
     from prefect_hcs.runtime.retry import RETRIED_TAG
 
+    since = datetime.now(UTC).isoformat()  # only this test's runs (others leave failed runs)
     plate = tmp_path / "Flaky"
     make_plate(
         str(plate),
@@ -45,17 +47,17 @@ def test_retry_failed_reruns_a_local_failed_run_and_resumes(prefect_server, tmp_
     assert failed.is_failed()
     failed_id = failed.state_details.flow_run_id
 
-    listed = _cli("retry-failed", "--since", "1h", "--dry-run")
+    listed = _cli("retry-failed", "--since", since, "--dry-run")
     assert listed.returncode == 0, listed.stderr
     assert str(failed_id) in listed.stdout and str(plate) in listed.stdout
 
     victim.write_bytes(good)  # the user replaces the corrupt file
-    out = _cli("retry-failed", "--since", "1h")
+    out = _cli("retry-failed", "--since", since)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "rerun" in out.stdout and "COMPLETED" in out.stdout
     with get_client(sync_client=True) as client:
         assert RETRIED_TAG in client.read_flow_run(failed_id).tags
-    again = _cli("retry-failed", "--since", "1h", "--dry-run")
+    again = _cli("retry-failed", "--since", since, "--dry-run")
     assert str(failed_id) not in again.stdout  # not retried twice
     summary_marker = tmp_path / "Flaky_hcs" / ".hcs-done" / "A02.json"
     assert summary_marker.exists()

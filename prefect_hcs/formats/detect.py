@@ -216,7 +216,8 @@ def open_plate(
     storage_options: dict[str, Any] | None = None,
     format: str = "auto",
 ) -> PlateLayout:
-    """Discover a plate's layout (no pixels read except one TIFF header) from its folder URL."""
+    """Discover a plate's layout from its folder URL: headers only, plus one decoded plane per
+    TIFF compression found (so a codec problem is a compile-time error)."""
     from prefect_hcs.formats.cellvoyager import open_cellvoyager
     from prefect_hcs.formats.imagexpress import open_imagexpress
     from prefect_hcs.formats.phenix import open_phenix
@@ -230,11 +231,15 @@ def open_plate(
     if not fs.isdir(root):
         raise PlateError(f"plate folder not found: {display(fs, root)} (from URL {url!r})")
     kind = detect_format(fs, root) if format == "auto" else format
-    if kind == "imagexpress":
+    if kind == "imagexpress":  # decodes one plane per compression from the headers it reads
         return open_imagexpress(url, storage_options, fs=fs)
-    if kind == "cellvoyager":
-        return open_cellvoyager(url, storage_options, fs=fs)
-    return open_phenix(url, storage_options, fs=fs)
+    opener = open_cellvoyager if kind == "cellvoyager" else open_phenix
+    layout = opener(url, storage_options, fs=fs)
+    from prefect_hcs.formats.codecs import verify_codecs
+
+    if more := verify_codecs(fs, layout):
+        layout = layout.model_copy(update={"warnings": (*layout.warnings, *more)})
+    return layout
 
 
 def plate_sort_key(ref: ImageRef) -> tuple[int, int, int, int, int, int]:

@@ -78,7 +78,10 @@ def _check_yaozarrs(url: str, storage_options: dict | None) -> Iterator[Finding]
     import yaozarrs
     from yaozarrs._storage import StorageValidationError, StorageValidationWarning
 
-    group = yaozarrs.open_group(_local_path(url) if _is_local(url) else url, storage_options)
+    opts = dict(storage_options or {})  # a copy: yaozarrs fills in defaults in place
+    if url.startswith(("s3://", "s3a://")):
+        opts.setdefault("anon", False)  # yaozarrs assumes public buckets; s3fs's default is signed
+    group = yaozarrs.open_group(_local_path(url) if _is_local(url) else url, opts)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

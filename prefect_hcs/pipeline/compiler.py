@@ -43,6 +43,7 @@ from prefect_hcs.pipeline.plan import (
 )
 from prefect_hcs.pipeline.planes import select_planes
 from prefect_hcs.pipeline.wells import WellFilterError, select_wells
+from prefect_hcs.storage.object_store import inherit_output_options
 
 SECRET_KEYS = ("password", "passwd", "secret", "token", "key")
 _DIMS = ("timepoint", "channel", "z", "site")
@@ -114,8 +115,8 @@ def secret_option_problems(storage_options: dict[str, Any] | None) -> list[str]:
         if any(s in key.lower() for s in SECRET_KEYS):
             problems.append(
                 f"storage option {key!r} looks like a secret; plans are published as artifacts. "
-                "Put credentials in a Block (e.g. OmeroCredentials) and pass its name "
-                "(credentials_block=...) instead"
+                "Put credentials in a Block (OmeroCredentials; AwsCredentials or "
+                "MinIOCredentials for S3) and pass its name (credentials_block=...) instead"
             )
     return problems
 
@@ -377,13 +378,19 @@ def compile_plate(
     global_layer: BaseModel | None = None,
     pipeline_layer: BaseModel | None = None,
     storage_options: dict[str, Any] | None = None,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> PlatePlan:
-    """Plan every (well, step) of a plate run, or raise `CompileError` listing every problem."""
+    """Plan every (well, step) of a plate run, or raise `CompileError` listing every problem.
+
+    `storage_options` are the plate's; `output_storage_options` every output's (None: the
+    plate's when the output is on the same kind of store, else none).
+    """
     storage_options = dict(storage_options or {})
     pipeline, fitted = fit_to_plate(pipeline, layout)  # the built-in demo plans on any plate
     ctx = _Context(layout, pipeline)
     ctx.warnings.extend(fitted)
     _check_storage_options(ctx, storage_options)
+    _check_storage_options(ctx, output_storage_options or {})
     steps = [s for s in pipeline.steps if s.enabled]
     if not steps:
         raise CompileError(["every step of the pipeline is disabled"])
@@ -437,6 +444,8 @@ def compile_plate(
                 "path_planning_config.output_dir_suffix to a non-empty suffix or "
                 "global_output_folder to another folder"
             )
+    if output_storage_options is None:
+        output_storage_options = inherit_output_options(layout.url, root, storage_options)
     image_backend = "zarr" if root_backend == "disk" else "omero"
     zarr_url = _join(root, f"{layout.plate_id}.ome.zarr") if image_backend == "zarr" else None
 
@@ -634,7 +643,7 @@ def compile_plate(
         root_backend=root_backend,
         image_backend=image_backend,
         zarr_url=zarr_url,
-        storage_options=storage_options,
+        storage_options=dict(output_storage_options),
         tables=table_urls,
         fields_per_well=sizes["site"],
         field_shape=yx,
@@ -748,6 +757,7 @@ def compile_plate(
                 special_outputs=special_urls,
                 is_last=last,
                 config=info["config"],
+                code_versions=code_versions(step),
                 backend_reasons={
                     "read_backend": info["read_reason"],
                     "write_backend": write_reason,
@@ -788,6 +798,13 @@ def compile_plate(
     content = plate_plan.model_dump(mode="json", exclude={"fingerprint", "step_plans"})
     content["step_fingerprints"] = [p.fingerprint for p in plans]
     return plate_plan.model_copy(update={"fingerprint": fingerprint_of(content)})
+
+
+def code_versions(step: Any) -> dict[str, str]:
+    """{function name: code version} of every function a step runs (see FunctionSpec)."""
+    from prefect_hcs.processing.registry import get_function
+
+    return {n: get_function(n).code_version() for n in sorted(set(step.function_names()))}
 
 
 def _source_url(layout: PlateLayout, path: str) -> str:

@@ -110,10 +110,11 @@ def physical_warnings(layout: PlateLayout, reads_source: bool) -> list[str]:
         )
     if layout.absent and reads_source:
         planes = sorted({(k.channel, k.z, k.timepoint) for k in layout.absent})
+        fields = len({(k.well, k.site) for k in layout.absent})
         warnings.append(
-            f"plate {layout.plate_id}: {len(layout.absent)} plane(s) were not acquired and are "
-            f"read as zeros (channel, z, timepoint): {_plane_list(planes)}; they are listed as "
-            "'absent_planes' in each OME-Zarr field"
+            f"plate {layout.plate_id}: {len(layout.absent)} plane(s) were not acquired "
+            f"({len(planes)} (channel, z, timepoint) in {fields} field(s)) and are read as zeros: "
+            f"{_plane_list(planes)}; they are listed as 'absent_planes' in each OME-Zarr field"
         )
     if layout.padded:
         listed = ", ".join(layout.padded[:_LISTED])

@@ -18,6 +18,7 @@ from prefect_hcs.pipeline.model import Chain, Component, InputSource
 #: Plate-level task runs of a plate run: compile-plan, prepare-outputs, check-completed,
 #: finalize-outputs.
 PLATE_TASKS = 4
+_FILTER_KEYS = (".well_filter", ".well_filter_mode")
 
 
 def fingerprint_of(data: Any) -> str:
@@ -65,6 +66,10 @@ class StepPlan(Frozen):
     special_outputs: dict[str, str] = Field(default_factory=dict)
     is_last: bool
     config: dict[str, Any] = Field(description="Resolved config values used, with their source.")
+    code_versions: dict[str, str] = Field(
+        default_factory=dict,
+        description="{function name: code version} (resume recomputes on change).",
+    )
     backend_reasons: dict[str, str]
     fingerprint: str = ""
     chain_fingerprint: str = Field(
@@ -72,7 +77,22 @@ class StepPlan(Frozen):
     )
 
     def content(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"fingerprint", "chain_fingerprint"})
+        """What the fingerprint covers: what this well's output of this step depends on.
+
+        Well filters count only through their effect on this well (`applies`, the checkpoint
+        URL), so narrowing a filter recomputes only the wells it drops or adds. A step that does
+        not apply to the well passes its data through: its function, kwargs, code and config do
+        not count for that well.
+        """
+        skip = {"fingerprint", "chain_fingerprint"}
+        if not self.applies:
+            skip |= {"function", "code_versions", "config", "variable_components", "group_by"}
+        data = self.model_dump(mode="json", exclude=skip)
+        if "config" in data:
+            data["config"] = {
+                k: v for k, v in data["config"].items() if not k.endswith(_FILTER_KEYS)
+            }
+        return data
 
     def with_fingerprint(self) -> StepPlan:
         return self.model_copy(update={"fingerprint": fingerprint_of(self.content())})

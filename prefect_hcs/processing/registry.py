@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import inspect
 import numbers
 import types
@@ -83,6 +84,23 @@ class FunctionSpec:
     #: Components the function collapses to length 1, by name; "leading" = the first stacked
     #: component, whatever it is (projections, composites). The compiler tracks shapes with it.
     reduces: tuple[str, ...] = ()
+    #: Declared code version; empty = a hash of the function's source (see `code_version`).
+    version: str = ""
+
+    def code_version(self) -> str:
+        """What identifies this function's code for resume: the declared `version`, else a hash
+        of its source (as Prefect's task-source cache policy does). A new version makes every
+        well that runs the function recompute on the next run; helpers it calls are not hashed,
+        so declare `version=` when they change.
+        """
+        if self.version:
+            return self.version
+        try:
+            source = inspect.getsource(self.func)
+        except (OSError, TypeError):
+            code = getattr(self.func, "__code__", None)
+            source = repr((code.co_code, code.co_consts)) if code else self.name
+        return "src:" + hashlib.sha256(source.encode()).hexdigest()[:16]
 
     def reduced_components(self, variable_components: Sequence[str]) -> set[str]:
         """Names of the components this function collapses for a step with these components."""
@@ -286,8 +304,12 @@ class FunctionRegistry:
         description: str | None = None,
         validator: Callable[[dict[str, Any]], None] | None = None,
         reduces: tuple[str, ...] = (),
+        version: str = "",
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator registering a function under ``name`` (default: its ``__name__``)."""
+        """Decorator registering a function under ``name`` (default: its ``__name__``).
+
+        ``version`` identifies the code for resume (default: a hash of the function's source).
+        """
 
         def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
             fname = name or func.__name__
@@ -300,7 +322,7 @@ class FunctionRegistry:
                 description,
                 validator,
             )
-            spec = dataclasses.replace(spec, reduces=tuple(reduces))
+            spec = dataclasses.replace(spec, reduces=tuple(reduces), version=str(version))
             old = self._specs.get(fname)
             same = old is not None and (
                 (old.func.__module__, old.func.__qualname__) == (func.__module__, func.__qualname__)
@@ -393,6 +415,7 @@ def register(
     description: str | None = None,
     validator: Callable[[dict[str, Any]], None] | None = None,
     reduces: tuple[str, ...] = (),
+    version: str = "",
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a processing function in the default registry (decorator; returns ``func``)."""
     return _DEFAULT.register(
@@ -403,6 +426,7 @@ def register(
         description=description,
         validator=validator,
         reduces=reduces,
+        version=version,
     )
 
 

@@ -22,7 +22,7 @@ from prefect.futures import as_completed
 from prefect_hcs.errors import UserFacingError
 from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan
 from prefect_hcs.pipeline.secrets import PlainMapping, PlainStr
-from prefect_hcs.runtime import clusters, progress
+from prefect_hcs.runtime import clusters, progress, run_guard
 from prefect_hcs.runtime import worker as hw
 from prefect_hcs.runtime.compile import compile_from_parameters
 from prefect_hcs.runtime.guard import guarded_flow
@@ -66,9 +66,12 @@ def compile_plan_task(
     global_config: str | None,
     pipeline_config: str | None,
     storage_options: dict[str, Any] | None,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> PlatePlan:
     """Discover the plate and compile every (well, step) plan; fails before any pixel is read."""
-    return compile_from_parameters(plate, pipeline, global_config, pipeline_config, storage_options)
+    return compile_from_parameters(
+        plate, pipeline, global_config, pipeline_config, storage_options, output_storage_options
+    )
 
 
 @task(name="prepare-outputs", cache_policy=NO_CACHE)
@@ -76,6 +79,7 @@ def prepare_outputs_task(
     output: OutputPlan, plate_id: str, wells: tuple[str, ...], overwrite: bool
 ) -> None:
     """Write the OME-Zarr plate and well metadata once, before the per-well fan-out."""
+    run_guard.assert_lease_held(output)
     hw.prepare_outputs(output, plate_id, wells, overwrite)
 
 
@@ -95,6 +99,7 @@ def run_step_task(
     start = time.perf_counter()
     for plan in plans:
         try:
+            run_guard.assert_lease_held(output)
             r = hw.run_well_step(plan, output, storage_options)
         except Exception as exc:
             if is_transient(exc):
@@ -143,6 +148,7 @@ def finalize_outputs_task(
     summary: dict[str, Any],
 ) -> dict[str, str]:
     """Merge per-well tables into plate tables and mark the output plate complete."""
+    run_guard.assert_lease_held(output)
     return hw.finalize_outputs(output, plans, storage_options, summary)
 
 
@@ -203,21 +209,33 @@ def process_plate(
     pipeline_config: PlainStr | None = None,
     storage_options: PlainMapping | None = None,
     overwrite: bool = False,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Process one plate: compile all plans, prepare outputs, run steps per chunk, finalize.
 
     `global_config` and `pipeline_config` are Block names (or YAML file paths); `pipeline` is a
     built-in name, a YAML/JSON document or a mapping; `storage_options` go to the plate's
-    filesystem and must not hold secrets (use a credentials Block name).
+    filesystem and must not hold secrets (name a credentials Block: ``credentials_block``);
+    `output_storage_options` go to every output's (None: the plate's, if on the same kind of
+    store). See docs/scale-out.md.
     """
     monitor = PlateMonitor(plate)
     try:
         summary = _process(
-            monitor, plate, pipeline, global_config, pipeline_config, storage_options, overwrite
+            monitor,
+            plate,
+            pipeline,
+            global_config,
+            pipeline_config,
+            storage_options,
+            overwrite,
+            output_storage_options,
         )
     except Exception as exc:
         monitor.failed(exc)
         raise
+    finally:
+        run_guard.release_output_lease()
     monitor.completed(summary)
     return summary
 
@@ -230,16 +248,21 @@ def _process(
     pipeline_config: str | None,
     storage_options: dict[str, Any] | None,
     overwrite: bool,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The body of `process_plate`; `monitor` mirrors its progress in the Prefect UI."""
     logger = get_run_logger()
     started = time.perf_counter()
     opts = dict(storage_options or {})
+    params = {"plate": plate, "pipeline": pipeline, "global_config": global_config,
+              "pipeline_config": pipeline_config}  # fmt: skip
+    run_guard.record_parameters(params)
     plan = compile_plan_task.with_options(task_run_name=f"compile-plan · {monitor.plate_id}")(
-        plate, pipeline, global_config, pipeline_config, opts
+        plate, pipeline, global_config, pipeline_config, opts, output_storage_options
     )
     clusters.preflight(plan)  # an unusable cluster fails here, before any output is written
     label = f" · {plan.plate_id}"  # plate-level task runs carry the plate in their names
+    run_guard.take_output_lease(plan, params, logger)  # one owner per output, before any write
     logger.info(
         "compiled %d wells × %d steps into %d chunks (%d task runs); plan %s",
         len(plan.wells),

@@ -12,6 +12,7 @@ import csv
 import errno
 import io
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import fsspec
@@ -21,18 +22,24 @@ import tifffile
 from prefect_hcs.errors import UserFacingError
 from prefect_hcs.formats.detect import read_tiff
 
-_NO_RENAME = ("memory", "omero")
+# Object stores have no folders to create, a single PUT is already all-or-nothing, and "rename"
+# there is a copy plus a delete (twice the traffic, and not atomic): write those directly.
+_OBJECT_STORES = ("s3", "s3a", "gcs", "gs", "abfs", "az")
+_NO_RENAME = ("memory", "omero", *_OBJECT_STORES)
 
 
 class OutputWriteError(UserFacingError, OSError):
-    """An output could not be written (e.g. disk full). Deterministic: not retried."""
+    """An output could not be written (disk full, read-only, no permission). Not retried."""
 
 
 def fs_for(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
-    """(filesystem, path) for a URL; storage options apply to remote filesystems only."""
-    local = "://" not in url or url.startswith(("file://", "memory://"))
-    opts = {} if local else dict(storage_options or {})
-    return fsspec.core.url_to_fs(url, **opts)
+    """(filesystem, path) for a URL; storage options apply to remote filesystems only.
+
+    A ``credentials_block`` option is resolved here, in the process doing the I/O (`stores`).
+    """
+    from prefect_hcs.runtime.stores import fsspec_options
+
+    return fsspec.core.url_to_fs(url, **fsspec_options(url, storage_options))
 
 
 def read_source_plane(
@@ -53,26 +60,74 @@ def write_bytes(url: str, data: bytes, storage_options: dict[str, Any] | None = 
     fs, path = fs_for(url, storage_options)
     protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
     parent = path.rsplit("/", 1)[0] if "/" in path else ""
-    if parent:
-        fs.makedirs(parent, exist_ok=True)
-    if any(p in _NO_RENAME for p in protocols):
-        fs.pipe_file(path, data)
-        return
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    with write_errors(url, len(data)):
+        if parent and not any(p in _OBJECT_STORES for p in protocols):
+            fs.makedirs(parent, exist_ok=True)
+        if any(p in _NO_RENAME for p in protocols):
+            fs.pipe_file(path, data)
+            return
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+        try:
+            fs.pipe_file(tmp, data)
+            fs.mv(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                if fs.exists(tmp):
+                    fs.rm(tmp)
+            raise
+
+
+#: errno values that mean "this output location cannot take the write": the user must act.
+_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_ACCESS = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def output_write_error(exc: BaseException, url: str, nbytes: int | None = None) -> Exception | None:
+    """The clear OutputWriteError for a full or read-only output, or None for anything else."""
+    err = exc
+    for _ in range(5):  # zarr and fsspec may wrap the OSError
+        if isinstance(err, OutputWriteError):
+            return err
+        if isinstance(err, OSError) and err.errno in _SPACE + _ACCESS:
+            break
+        nxt = err.__cause__ or err.__context__
+        if nxt is None:
+            return None
+        err = nxt
+    else:
+        return None
+    size = f" ({nbytes:,} bytes)" if nbytes is not None else ""
+    if err.errno in _SPACE:
+        return OutputWriteError(
+            f"cannot write {url}: {err.strerror or 'no space left on device'}{size}. Nothing "
+            "partial was left; free space on that filesystem (or set "
+            "path_planning_config.global_output_folder elsewhere) and retry the plate."
+        )
+    return OutputWriteError(
+        f"cannot write {url}: {err.strerror or 'permission denied'}. Nothing partial was left; "
+        "make the output folder writable for this user (or set "
+        "path_planning_config.global_output_folder to a writable place) and retry the plate."
+    )
+
+
+@contextlib.contextmanager
+def write_errors(url: str, nbytes: int | None = None) -> Iterator[None]:
+    """Turn 'disk full' and 'permission denied' while writing `url` into OutputWriteError."""
     try:
-        fs.pipe_file(tmp, data)
-        fs.mv(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            if fs.exists(tmp):
-                fs.rm(tmp)
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OutputWriteError(
-                f"cannot write {url}: {exc.strerror or 'no space left'} ({len(data):,} bytes). "
-                "Nothing partial was left; free space on that filesystem (or set "
-                "path_planning_config.global_output_folder elsewhere) and retry the plate."
-            ) from exc
+        yield
+    except OutputWriteError:
         raise
+    except Exception as exc:
+        clear = output_write_error(exc, url, nbytes)
+        if clear is None:
+            raise
+        raise clear from exc
+
+
+def is_local(fs: Any) -> bool:
+    """True for the local filesystem (where rename and hard links are atomic)."""
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    return "file" in protocols or "local" in protocols
 
 
 def read_bytes(url: str, storage_options: dict[str, Any] | None = None) -> bytes:

@@ -162,7 +162,8 @@ class PlateMonitor:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, plan: PlatePlan, storage_options: dict[str, Any]) -> None:
-        self.plan, self.plate_id, self._opts = plan, plan.plate_id, storage_options
+        # what it reads back (tables, thumbnails) are outputs: the output's options
+        self.plan, self.plate_id, self._opts = plan, plan.plate_id, plan.output.storage_options
         tag_flow_run(f"plate:{plan.plate_id}", f"pipeline:{plan.pipeline_name}")
         self._publish_plan()
         self._create_progress()

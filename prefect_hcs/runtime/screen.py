@@ -101,6 +101,7 @@ def process_screen(
     overwrite: bool = False,
     poll_seconds: float = 5.0,
     timeout_seconds: float = 7 * 24 * 3600.0,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Process a list of plates (URLs), one `plate_deployment` run each; fail if any plate failed.
 
@@ -124,6 +125,8 @@ def process_screen(
             "storage_options": storage_options,
             "overwrite": overwrite,
         }
+        if output_storage_options is not None:
+            params["output_storage_options"] = output_storage_options
         run = run_deployment(
             plate_deployment,
             parameters=params,

@@ -81,8 +81,9 @@ def _fs(folder: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
             "to, or start plate runs for omero://plate_<id> URLs with the process-screen flow"
         )
     from prefect_hcs.formats.detect import resolve
+    from prefect_hcs.runtime.stores import fsspec_options
 
-    return resolve(folder, storage_options)
+    return resolve(folder, fsspec_options(folder, storage_options))
 
 
 def _candidates(fs: Any, root: str) -> list[str]:
@@ -148,7 +149,9 @@ class FileState:
         import fsspec
 
         self.url = url
-        self.fs, self.path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        from prefect_hcs.runtime.stores import fsspec_options
+
+        self.fs, self.path = fsspec.core.url_to_fs(url, **fsspec_options(url, storage_options))
 
     def load(self) -> dict[str, Any]:
         try:
@@ -300,6 +303,7 @@ def watch_plates(
     plate_deployment: str = PLATE_DEPLOYMENT,
     state: str | None = None,
     settle_seconds: float = 0.0,
+    output_storage_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Scan `folder` for complete plates and start one `plate_deployment` run per new plate.
 
@@ -313,6 +317,8 @@ def watch_plates(
         "pipeline_config": pipeline_config,
         "storage_options": storage_options,
     }
+    if output_storage_options is not None:  # only when given: keeps earlier runs' keys
+        params["output_storage_options"] = output_storage_options
     decisions = watch_once(
         folder,
         deployment_starter(plate_deployment, params),

@@ -1,0 +1,51 @@
+"""The fsspec options a process uses for a URL, with credentials loaded from their block.
+
+Plans and run parameters carry *storage options by reference*: non-secret fsspec options plus,
+for object stores, ``credentials_block`` (a block name). `fsspec_options` turns them into what
+fsspec needs, in the process that opens the store; the result holds secrets and is only ever
+passed to fsspec, never returned from a task, logged or stored.
+
+`check_location` is the compile-time check: before a run starts, the plate's and the output's
+buckets must answer with their own options, or the user gets one line saying what to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prefect_hcs.storage import object_store
+
+#: The storage-option key that names a credentials block (never a secret itself).
+CREDENTIALS_KEY = "credentials_block"
+
+
+def fsspec_options(url: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Options for ``fsspec.url_to_fs(url, **options)``.
+
+    Local paths and ``memory://`` take none; ``omero://`` options are passed through (the OMERO
+    filesystem loads its own block); object stores get their credentials block's keys merged
+    under the explicit options.
+    """
+    scheme = object_store.scheme_of(url)
+    if scheme in ("", "file", "local", "memory"):
+        return {}
+    opts = dict(options or {})
+    if not object_store.is_object_store(url):
+        return opts
+    ref = opts.pop(CREDENTIALS_KEY, None)
+    if not ref:
+        return object_store.merge_options({}, opts)
+    from prefect_hcs.blocks.storage_credentials import credentials_options
+
+    return object_store.merge_options(credentials_options(str(ref)), opts)
+
+
+def check_location(url: str, options: Mapping[str, Any] | None, role: str) -> None:
+    """Probe an object store before a run (no-op for other URLs); `role` is "plate" or "output".
+
+    Raises `object_store.StoreAccessError` (or `CredentialsBlockError`) with one clear line.
+    """
+    if object_store.is_object_store(url):
+        block = (options or {}).get(CREDENTIALS_KEY)
+        object_store.check_store(url, fsspec_options(url, options), role, block)
