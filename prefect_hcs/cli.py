@@ -66,9 +66,6 @@ def _global_options(
             "(default: Prefect's PREFECT_SERVER_API_PORT setting, else 4200).",
         ),
     ] = None,
-    debug: Annotated[
-        bool, typer.Option("--debug", help="Print full tracebacks, also for input mistakes.")
-    ] = False,
 ) -> None:
     """High-content-screening pipelines over multi-well plates, as Prefect flows."""
     from prefect_hcs.runtime.api import set_requested_port
