@@ -137,8 +137,17 @@ _TYPE_OVERRIDES: dict[str, dict[str, Any]] = {
     # documented as "see `numpy.pad`": the image is padded with numpy.pad before matching
     "feature.match_template": {
         "mode": Literal[
-            "constant", "edge", "linear_ramp", "maximum", "mean", "median", "minimum", "reflect",
-            "symmetric", "wrap", "empty",
+            "constant",
+            "edge",
+            "linear_ramp",
+            "maximum",
+            "mean",
+            "median",
+            "minimum",
+            "reflect",
+            "symmetric",
+            "wrap",
+            "empty",
         ],
         "constant_values": float,
     },
