@@ -19,17 +19,18 @@ from prefect_hcs.formats.layout import (
     PlateError,
     PlateFormat,
     PlateLayout,
-    split_well,
-    well_id,
 )
 from prefect_hcs.formats.phenix import open_phenix
 from prefect_hcs.formats.synthetic import make_plate, phenix_field_order, site_grid
+from prefect_hcs.formats.wells import WellId, WellIdError, split_well, well_id
 
 __all__ = [
     "ImageRef",
     "PlateError",
     "PlateFormat",
     "PlateLayout",
+    "WellId",
+    "WellIdError",
     "detect_format",
     "make_plate",
     "open_cellvoyager",
