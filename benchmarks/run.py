@@ -35,12 +35,17 @@ HERE = Path(__file__).resolve().parent
 
 # ----------------------------------------------------------------------------- modes (subprocess)
 def mode_bare(plate: str, out: str) -> dict:
-    """The same pipeline as plain numpy calls: read TIFFs, process each well, write the outputs."""
+    """The same pipeline as plain numpy calls: read TIFFs, process each well, write the outputs.
+
+    The outputs are the flow's: the OME-Zarr plate, each well's measurements as CSV and as
+    Parquet inside the plate, and the plate-level CSV and Parquet tables merged from them.
+    """
     import numpy as np
 
     import prefect_hcs.processing  # noqa: F401
     from prefect_hcs.formats.detect import open_plate, read_tiff
     from prefect_hcs.formats.omezarr import OmeZarrPlateWriter
+    from prefect_hcs.formats.tables import merge_well_tables, table_url, write_table
     from prefect_hcs.processing.background import tophat_background
     from prefect_hcs.processing.normalize import percentile_normalize
     from prefect_hcs.processing.projection import max_projection
@@ -54,7 +59,8 @@ def mode_bare(plate: str, out: str) -> dict:
     import fsspec
 
     fs = fsspec.filesystem("file")
-    writer = OmeZarrPlateWriter(str(Path(out) / "bare.ome.zarr"))
+    zarr_url = str(Path(out) / "bare.ome.zarr")
+    writer = OmeZarrPlateWriter(zarr_url)
     rows_out = layout.image_shape
     names = [layout.channel_names.get(c, f"ch{c}") for c in layout.channels]
     writer.initialize(plate_name="bare", wells=list(layout.wells), fields_per_well=1,
@@ -73,9 +79,13 @@ def mode_bare(plate: str, out: str) -> dict:
         norm = np.stack([percentile_normalize(bg[c], low=0.5, high=99.8) for c in range(nc)])
         stitched, _pos = stitch_tiles(norm, grid=layout.grid, overlap=layout.tile_overlap)
         _, tables = count_nuclei(stitched[0], min_area=20)
-        measurements += [{"well": well, **r} for r in tables["measurements"]]
+        rows = [{"well": well, **r} for r in tables["measurements"]]
+        hio.write_bytes(f"{out}/tables/count/{well}_measurements.csv", hio.rows_to_csv(rows))
+        write_table(table_url(zarr_url, "count_measurements", well), rows)
+        measurements += rows
         writer.write_field(well, 0, stitched[:, 0][None, :, None], channel_names=names,
                            pixel_size_um=layout.pixel_size_um)  # fmt: skip
+    merge_well_tables(zarr_url, "count_measurements", list(layout.wells))
     writer.finalize()
     hio.write_bytes(str(Path(out) / "bare_measurements.csv"), hio.rows_to_csv(measurements))
     return {"seconds": time.perf_counter() - t0, **_usage()}
