@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 from xml.sax.saxutils import escape, quoteattr
 
-from prefect_hcs.formats.detect import resolve
+from prefect_hcs.formats.fsio import resolve
 from prefect_hcs.formats.layout import split_well
 from prefect_hcs.formats.synthetic import _plate_dims
 from prefect_hcs.formats.synthetic_tiles import TileSpec, centre_offset_um, render_well, tiff_bytes

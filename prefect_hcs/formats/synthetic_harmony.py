@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-from prefect_hcs.formats.detect import resolve
+from prefect_hcs.formats.fsio import resolve
 from prefect_hcs.formats.layout import split_well
 from prefect_hcs.formats.synthetic import _plate_dims, phenix_field_order
 from prefect_hcs.formats.synthetic_tiles import TileSpec, centre_offset_um, render_well, tiff_bytes
