@@ -549,7 +549,7 @@ def demo_cmd(
 
     out = out.resolve()
     if omero:
-        from prefect_hcs.runtime.omero_demo import describe_omero_outputs, prepare_omero_demo
+        from prefect_hcs.testing.omero_demo import describe_omero_outputs, prepare_omero_demo
 
         d = prepare_omero_demo(out)
         console.print(f"OMERO stand-in at {d['standin_dir']}; plate {d['plate']}")

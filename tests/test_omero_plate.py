@@ -12,7 +12,7 @@ from prefect_hcs.storage.omero_errors import OmeroNotFound, OmeroPermissionDenie
 from prefect_hcs.storage.omero_fs import OmeroFileSystem
 from prefect_hcs.storage.omero_paths import PLATE_NS
 from prefect_hcs.storage.omero_plate import open_omero_plate
-from prefect_hcs.storage.omero_standin import StandinServer
+from prefect_hcs.testing.omero_standin import StandinServer, standin_host
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def server(tmp_path: Path) -> StandinServer:
 
 
 def _opts(server: StandinServer, user: str = "alice") -> dict:
-    return {"standin_dir": str(server.directory), "user": user, "password": "pw"}
+    return {"host": standin_host(str(server.directory)), "user": user, "password": "pw"}
 
 
 def _arrays(t: int, c: int, z: int, seed: int) -> np.ndarray:
