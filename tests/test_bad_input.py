@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from prefect_hcs.errors import UserFacingError
-from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.runtime.compile import compile_from_parameters
 from prefect_hcs.testing.omero_standin import standin_host
+from prefect_hcs.testing.synthetic import make_plate
 
 ROOT = Path(__file__).resolve().parents[1]
 

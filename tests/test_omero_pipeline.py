@@ -28,7 +28,6 @@ import pytest
 from prefect_hcs.errors import UserFacingError
 from prefect_hcs.formats.detect import open_plate
 from prefect_hcs.formats.layout import well_id
-from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.pipeline.compiler import CompileError
 from prefect_hcs.runtime import io as hio
 from prefect_hcs.runtime.compile import compile_from_parameters
@@ -36,6 +35,7 @@ from prefect_hcs.storage.omero_errors import OmeroAuthError
 from prefect_hcs.storage.omero_fs import OmeroFileSystem
 from prefect_hcs.storage.omero_plate import open_omero_plate
 from prefect_hcs.testing.omero_standin import DB_NAME, StandinServer, standin_host
+from prefect_hcs.testing.synthetic import make_plate
 
 WELLS = ["A01", "A02", "B01", "B02"]
 STEPS = ("project", "background", "normalize", "stitch", "count")

@@ -99,7 +99,7 @@ def test_inconsistent_images_are_rejected(server: StandinServer) -> None:
 
 def test_import_imagexpress_plate_round_trips(server: StandinServer, tmp_path: Path) -> None:
     """A synthetic ImageXpress plate imported into the stand-in reads back plane for plane."""
-    synthetic = pytest.importorskip("prefect_hcs.formats.synthetic")
+    synthetic = pytest.importorskip("prefect_hcs.testing.synthetic")
     from prefect_hcs.formats.detect import read_plane
     from prefect_hcs.formats.imagexpress import open_imagexpress
 

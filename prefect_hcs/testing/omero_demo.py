@@ -55,7 +55,7 @@ def prepare_omero_demo(
     disk_plate = out / PLATE_NAME
     truth = disk_plate / "ground_truth.json"
     if not truth.exists():
-        from prefect_hcs.formats.synthetic import make_plate
+        from prefect_hcs.testing.synthetic import make_plate
 
         make_plate(
             str(disk_plate),
