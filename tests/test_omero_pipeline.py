@@ -157,7 +157,8 @@ def _table(url: str, opts: dict[str, Any] | None = None) -> list[dict[str, str]]
 def test_omero_plate_measures_the_same_as_the_disk_plate(
     prefect_server: str, omero: Omero, disk_plate: Path
 ) -> None:
-    from prefect_hcs.formats.arrays import fit_yx, read_well_image
+    from prefect_hcs.formats.arrays import fit_yx
+    from prefect_hcs.formats.omezarr import read_well_image
 
     disk = _run(str(disk_plate))
     remote = _run(omero.url, storage_options=omero.opts)

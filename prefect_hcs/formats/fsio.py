@@ -12,7 +12,7 @@ from typing import Any
 import fsspec
 from fsspec.spec import AbstractFileSystem
 
-__all__ = ["display", "list_names", "listed", "resolve"]
+__all__ = ["display", "join_url", "list_names", "listed", "resolve"]
 
 
 def resolve(
@@ -54,3 +54,14 @@ def listed(items: list[str], limit: int = 10) -> str:
     """At most `limit` items joined for a message, with how many more were left out."""
     more = f" and {len(items) - limit} more" if len(items) > limit else ""
     return ", ".join(items[:limit]) + more
+
+
+def join_url(base: str, *parts: str) -> str:
+    """`base` and `parts` joined by single slashes; empty parts are skipped.
+
+    The one URL-join of the package: works the same for paths, ``file://``, ``s3://``,
+    ``memory://`` and ``omero://`` URLs (``join_url("s3://b/out/", "/P1", "A01")`` is
+    ``"s3://b/out/P1/A01"``).
+    """
+    base = base.rstrip("/")
+    return "/".join([base, *[p.strip("/") for p in parts if p]])
