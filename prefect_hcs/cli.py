@@ -278,19 +278,17 @@ def _make_metaxpress(
 
 
 def _parse_wells(spec: str) -> list[str]:
-    from prefect_hcs.formats.layout import PlateError, split_well, well_id
+    from prefect_hcs.formats.layout import PlateError
+    from prefect_hcs.formats.wells import WellId, WellIdError, well_id
 
     if spec.isdigit():
         n = int(spec)
         cols = 12 if n > 8 else n
         return [well_id(i // cols, i % cols) for i in range(n)]
-    wells = [w.strip().upper() for w in spec.split(",") if w.strip()]
-    for w in wells:
-        try:
-            split_well(w)
-        except ValueError as exc:
-            raise PlateError(f"--wells: {exc}") from None
-    return wells
+    try:
+        return [WellId.parse(w).name for w in spec.split(",") if w.strip()]
+    except WellIdError as exc:
+        raise PlateError(f"--wells: {exc}") from None
 
 
 PipelineArg = Annotated[

@@ -21,16 +21,17 @@ from prefect_hcs.formats.layout import (
     PlateError,
     PlateFormat,
     PlateLayout,
-    split_well,
-    well_id,
 )
 from prefect_hcs.formats.phenix import open_phenix
+from prefect_hcs.formats.wells import WellId, WellIdError, split_well, well_id
 
 __all__ = [
     "ImageRef",
     "PlateError",
     "PlateFormat",
     "PlateLayout",
+    "WellId",
+    "WellIdError",
     "detect_format",
     "open_cellvoyager",
     "open_imagexpress",

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from fsspec.spec import AbstractFileSystem
 
-from prefect_hcs.formats.layout import split_well, well_id
+from prefect_hcs.formats.wells import WellId, WellIdError
 
 _GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 # Close to OpenHCS's ImageXpress regex, plus the GUID MetaXpress glues to the last name part
@@ -45,13 +45,12 @@ def parse_filename(name: str) -> dict[str, Any] | None:
     m = FILENAME_RE.match(name)
     if not m:
         return None
-    letters = "".join(c for c in m["well"] if c.isalpha())
-    number = int("".join(c for c in m["well"] if c.isdigit()))
-    if number < 1:
+    try:
+        well = WellId.parse(m["well"])
+    except WellIdError:  # column 0
         return None
-    row, _ = split_well(f"{letters}01")
     return {
-        "well": well_id(row, number - 1),
+        "well": well.name,
         "site": int(m["site"]) if m["site"] else None,
         "channel": int(m["channel"]) if m["channel"] else None,
         "z": int(m["z"]) if m["z"] else None,

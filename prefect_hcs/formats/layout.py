@@ -8,55 +8,32 @@ of the acquisition grid (site 1 is the top-left tile), whatever order the micros
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_hcs.errors import UserFacingError
+from prefect_hcs.formats.wells import WellId, row_name, split_well, well_id
+
+__all__ = [
+    "ChannelInfo",
+    "ImageRef",
+    "PlateError",
+    "PlateFormat",
+    "PlateLayout",
+    "PlaneKey",
+    # well names live in `formats.wells`; re-exported for the modules that import them from here
+    "row_name",
+    "split_well",
+    "well_id",
+]
 
 PlateFormat = Literal["imagexpress", "phenix", "cellvoyager", "omero"]
-
-_WELL_RE = re.compile(r"^([A-Z]{1,2})(\d{1,3})$")
 
 
 class PlateError(UserFacingError, ValueError):
     """A plate cannot be used as given. The message names the plate, the file and the fix."""
-
-
-def row_name(row_index: int) -> str:
-    """Plate row letters from a 0-based index: 0 -> 'A', 25 -> 'Z', 26 -> 'AA'."""
-    if row_index < 0:
-        raise ValueError(f"row index must be >= 0, got {row_index}")
-    letters = ""
-    n = row_index
-    while True:
-        letters = chr(65 + n % 26) + letters
-        n = n // 26 - 1
-        if n < 0:
-            return letters
-
-
-def well_id(row_index: int, column_index: int) -> str:
-    """Canonical well id from 0-based row and column indices: (1, 2) -> 'B03'."""
-    if row_index < 0 or column_index < 0:
-        raise ValueError(f"row and column indices must be >= 0, got ({row_index}, {column_index})")
-    return f"{row_name(row_index)}{column_index + 1:02d}"
-
-
-def split_well(well: str) -> tuple[int, int]:
-    """0-based (row, column) of a canonical well id: 'B03' -> (1, 2)."""
-    m = _WELL_RE.match(well)
-    if not m:
-        raise ValueError(
-            f"not a well id: {well!r} (expected a row letter and a column, e.g. 'B03')"
-        )
-    letters, col = m.groups()
-    row = 0
-    for ch in letters:
-        row = row * 26 + (ord(ch) - 64)
-    return row - 1, int(col) - 1
 
 
 class ImageRef(BaseModel):
@@ -168,5 +145,5 @@ class PlateLayout(BaseModel):
     @property
     def rows(self) -> tuple[str, ...]:
         """Row names that hold at least one well, in order."""
-        seen = sorted({split_well(w)[0] for w in self.wells})
-        return tuple(well_id(r, 0)[:-2] for r in seen)
+        seen = sorted({WellId.parse(w).row_index for w in self.wells})
+        return tuple(row_name(r) for r in seen)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,8 +25,8 @@ from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 from zarr.storage import FsspecStore, LocalStore
 
 from prefect_hcs.errors import UserFacingError
-from prefect_hcs.formats.layout import row_name
 from prefect_hcs.formats.physical import channel_color
+from prefect_hcs.formats.wells import WellId, row_name
 
 __all__ = [
     "NGFF_VERSION",
@@ -45,7 +44,6 @@ __all__ = [
 NGFF_VERSION = "0.5"
 AXES = ("t", "c", "z", "y", "x")
 _MARK = "prefect_hcs"  # our attribute namespace on the plate group: it marks the store as ours
-_WELL_RE = re.compile(r"^([A-Za-z]{1,2})\s*[/_-]?\s*0*(\d{1,3})$")
 #: Axis units written when the value is known (NGFF / UDUNITS-2 names).
 SPACE_UNIT = "micrometer"
 TIME_UNIT = "second"
@@ -102,17 +100,12 @@ class WellName(tuple):
 
 
 def parse_well(well: str) -> WellName:
-    """Accept 'B03', 'B3', 'b03', 'B/3' or 'B/03' and return the canonical path parts ('B', '3').
+    """Accept any form `WellId.parse` reads ('B03', 'b3', 'B/3') and return the path parts ('B', '3').
 
     The flow speaks canonical 'B03'; the NGFF paths use unpadded column names ('B/3').
     """
-    m = _WELL_RE.match(well.strip())
-    if not m:
-        raise ValueError(f"not a well name: {well!r} (expected e.g. 'B03' or 'B/3')")
-    row, col = m.groups()
-    if int(col) < 1:
-        raise ValueError(f"not a well name: {well!r} (columns start at 1)")
-    return WellName(row.upper(), str(int(col)))
+    w = WellId.parse(well)
+    return WellName(w.row_letter, str(w.column))
 
 
 def field_path(well: str, field: int) -> str:

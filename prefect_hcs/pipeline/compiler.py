@@ -19,9 +19,9 @@ from prefect_hcs.config.enums import Backend, TaskRunnerKind
 from prefect_hcs.config.resolver import ResolvedConfig, resolve
 from prefect_hcs.errors import UserFacingError
 from prefect_hcs.formats.layout import PlateLayout
-from prefect_hcs.formats.omezarr import parse_well
 from prefect_hcs.formats.physical import stage_positions
 from prefect_hcs.formats.report import layout_report
+from prefect_hcs.formats.wells import WellId
 from prefect_hcs.pipeline import checks
 from prefect_hcs.pipeline.builtin import fit_to_plate
 from prefect_hcs.pipeline.execution import execution_target
@@ -690,7 +690,7 @@ def compile_plate(
             if last:
                 write_backend = image_backend
                 if image_backend == "zarr":
-                    out_dir = _join(zarr_url or "", parse_well(well).path)
+                    out_dir = _join(zarr_url or "", WellId.parse(well).ngff_path)
                     out_url = out_dir
                 else:
                     out_dir = f"omero://plate_{_plate_number(layout)}/{well}/outputs/images"

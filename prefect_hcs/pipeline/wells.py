@@ -7,27 +7,20 @@ wells in plate order). Mode ``include`` keeps the matches, ``exclude`` drops the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
-from prefect_hcs.formats.layout import split_well, well_id
-
-_PHENIX = re.compile(r"^R(\d{1,2})C(\d{1,2})$", re.IGNORECASE)
-_WELL = re.compile(r"^[A-Za-z]{1,2}\d{1,3}$")
+from prefect_hcs.formats.wells import WellId, WellIdError
 
 
 class WellFilterError(ValueError):
-    pass
+    """A well filter that cannot be read (the message names the filter)."""
 
 
 def _canonical(token: str) -> str:
-    m = _PHENIX.match(token)
-    if m:
-        return well_id(int(m.group(1)) - 1, int(m.group(2)) - 1)
-    if _WELL.match(token):
-        row, col = split_well(token.upper())
-        return well_id(row, col)
-    raise WellFilterError(f"{token!r} is not a well id (e.g. 'B03' or 'R02C03')")
+    try:
+        return WellId.parse(token).name
+    except WellIdError:
+        raise WellFilterError(f"{token!r} is not a well id (e.g. 'B03' or 'R02C03')") from None
 
 
 def _match_token(token: str, wells: Sequence[str]) -> set[str]:
@@ -37,7 +30,7 @@ def _match_token(token: str, wells: Sequence[str]) -> set[str]:
         return set(wells)
     if low.startswith("row:"):
         rows = {r.strip().upper() for r in token[4:].split("|")}
-        return {w for w in wells if re.match(r"^[A-Z]+", w).group(0) in rows}  # type: ignore[union-attr]
+        return {w for w in wells if WellId.parse(w).row_letter in rows}
     if low.startswith("col:"):
         spec = token[4:].strip()
         if "-" in spec:
@@ -45,12 +38,16 @@ def _match_token(token: str, wells: Sequence[str]) -> set[str]:
             cols = set(range(a, b + 1))
         else:
             cols = {int(spec)}
-        return {w for w in wells if split_well(w)[1] + 1 in cols}
+        return {w for w in wells if WellId.parse(w).column in cols}
     if ":" in token:
-        a, b = (split_well(_canonical(x.strip())) for x in token.split(":", 1))
-        r0, r1 = sorted((a[0], b[0]))
-        c0, c1 = sorted((a[1], b[1]))
-        return {w for w in wells if r0 <= split_well(w)[0] <= r1 and c0 <= split_well(w)[1] <= c1}
+        a, b = (WellId.parse(_canonical(x.strip())) for x in token.split(":", 1))
+        r0, r1 = sorted((a.row_index, b.row_index))
+        c0, c1 = sorted((a.column_index, b.column_index))
+        return {
+            w
+            for w in wells
+            if r0 <= (i := WellId.parse(w)).row_index <= r1 and c0 <= i.column_index <= c1
+        }
     return {_canonical(token)} & set(wells)
 
 

@@ -7,14 +7,12 @@ artifact stays small: one row per step or setting or well, thumbnails within a s
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from typing import Any
 
+from prefect_hcs.formats.wells import WellId, WellIdError, row_name
 from prefect_hcs.pipeline.plan import PlatePlan, StepPlan
 from prefect_hcs.runtime import thumbnails
-
-_WELL = re.compile(r"^([A-Za-z]+)0*(\d+)$")
 
 
 def function_label(plan: StepPlan) -> str:
@@ -147,22 +145,24 @@ def thumbnails_markdown(plate_id: str, pngs: dict[str, bytes], budget: int, note
 
 def _grid(uris: dict[str, str]) -> list[str]:
     """A markdown table laid out like the plate; wells with odd names go in one row."""
-    cells: dict[tuple[str, int], str] = {}
+    cells: dict[tuple[int, int], str] = {}
     odd: list[str] = []
     for well, uri in uris.items():
-        m = _WELL.match(well)
-        if m:
-            cells[(m.group(1).upper(), int(m.group(2)))] = f"![{well}]({uri})"
-        else:
+        try:
+            w = WellId.parse(well)
+        except WellIdError:
             odd.append(f"![{well}]({uri}) {well}")
+            continue
+        cells[(w.row_index, w.column)] = f"![{well}]({uri})"
     lines: list[str] = []
     if cells:
-        rows = sorted({r for r, _ in cells}, key=lambda r: (len(r), r))
+        rows = sorted({r for r, _ in cells})
         cols = sorted({c for _, c in cells})
         lines.append("| | " + " | ".join(str(c) for c in cols) + " |")
         lines.append("|---" * (len(cols) + 1) + "|")
         for r in rows:
-            lines.append(f"| **{r}** | " + " | ".join(cells.get((r, c), "") for c in cols) + " |")
+            cells_of_row = " | ".join(cells.get((r, c), "") for c in cols)
+            lines.append(f"| **{row_name(r)}** | {cells_of_row} |")
     if odd:
         lines += ["", *odd]
     return lines

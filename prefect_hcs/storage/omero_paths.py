@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from prefect_hcs.formats.layout import split_well, well_id
+from prefect_hcs.formats.wells import WellId, WellIdError
 
 PROTOCOL = "omero"
 OUTPUTS = "outputs"
@@ -33,9 +33,8 @@ OUTPUT_NS = "org.prefect-hcs/output"
 PLATE_NS = "org.prefect-hcs/plate"
 
 _PLATE_RE = re.compile(r"^plate_(\d+)$")
-_WELL_RE = re.compile(r"^[A-Z]{1,2}\d{2,3}$")
 _SITE_RE = re.compile(r"^s(\d{3,})$")
-_PLANE_RE = re.compile(r"^([A-Z]{1,2}\d{2,3})_s(\d{3,})_w(\d+)_z(\d{3,})_t(\d{3,})\.tif$")
+_PLANE_RE = re.compile(r"^([A-Z0-9]+)_s(\d{3,})_w(\d+)_z(\d{3,})_t(\d{3,})\.tif$")
 
 Kind = Literal["plate", "well", "site", "plane", "outputs"]
 SCHEME_HELP = (
@@ -84,9 +83,7 @@ def parse(path: str) -> OmeroPath:
         return OmeroPath("plate", plate_id)
     if parts[1] == OUTPUTS:
         return OmeroPath("outputs", plate_id, rel=_rel(path, parts[2:]))
-    if not _WELL_RE.match(parts[1]):
-        raise _bad(path)
-    well = _canonical_well(parts[1])
+    well = _canonical_well(parts[1], path)
     if len(parts) == 2:
         return OmeroPath("well", plate_id, well)
     if parts[2] == OUTPUTS:
@@ -101,7 +98,12 @@ def parse(path: str) -> OmeroPath:
     if parts[3] == OUTPUTS:
         return OmeroPath("outputs", plate_id, well, site, rel=_rel(path, parts[4:]))
     p = _PLANE_RE.match(parts[3])
-    if len(parts) != 4 or not p or _canonical_well(p.group(1)) != well or int(p.group(2)) != site:
+    if (
+        len(parts) != 4
+        or not p
+        or _canonical_well(p.group(1), path) != well
+        or int(p.group(2)) != site
+    ):
         raise _bad(path)
     c, z, t = int(p.group(3)), int(p.group(4)), int(p.group(5))
     if min(c, z, t) < 1:
@@ -155,8 +157,15 @@ def _rel(path: str, parts: list[str]) -> str:
     return "/".join(parts)
 
 
-def _canonical_well(name: str) -> str:
-    return well_id(*split_well(name))
+def _canonical_well(name: str, path: str) -> str:
+    """`name` if it is a canonical well name ('B03'); any other spelling is not a path here."""
+    try:
+        well = WellId.parse(name).name
+    except WellIdError:
+        raise _bad(path) from None
+    if well != name:
+        raise _bad(path)
+    return well
 
 
 def _bad(path: str) -> ValueError:
