@@ -156,6 +156,56 @@ def test_s3_plate_to_another_bucket_validates_and_equals_a_disk_run(s3, blocks, 
     )
 
 
+def test_objects_on_s3_labels_tables_and_the_ui_summary_use_the_output_options(
+    s3, blocks, tmp_path, prefect_server
+):
+    """demo-objects into the results bucket: the Parquet tables and NGFF labels land there, and
+    the per-well summary artifact (read back from the output with *its* credentials block, not
+    the plate's) agrees with the plate table. Reading with the plate's options would be refused
+    and the summary would silently show no objects."""
+    import httpx
+    import pandas as pd
+
+    from prefect_hcs.runtime.flow import process_plate
+    from prefect_hcs.runtime.monitoring import artifact_key
+
+    out = f"s3://{RESULTS}/objects"
+    state = process_plate(
+        plate=PLATE,
+        pipeline="demo-objects",
+        global_config=_config(tmp_path, "objects", out),
+        storage_options=RAW_OPTS,
+        output_storage_options=blocks["results"],
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    zarr_url = state.result()["output"]
+    opts = s3.options("analysis")
+    df = pd.read_parquet(f"{zarr_url}/tables/measure_objects.parquet", storage_options=opts)
+    assert sorted(df["well"].unique()) == WELLS
+    fs = _s3fs(s3, "analysis")
+    root = zarr_url.removeprefix("s3://")
+    assert all(fs.exists(f"{root}/{w[0]}/{int(w[1:])}/0/labels/nuclei/zarr.json") for w in WELLS)
+
+    body = {
+        "artifacts": {
+            "flow_run_id": {"any_": [str(state.state_details.flow_run_id)]},
+            "key": {"any_": [artifact_key("wells", "S3Plate")]},
+        },
+        "sort": "CREATED_DESC",
+        "limit": 1,
+    }
+    (art,) = httpx.post(f"{prefect_server}/artifacts/filter", json=body).json()
+    data = art["data"] if isinstance(art["data"], list) else json.loads(art["data"])
+    rows = {r["well"]: r for r in data}
+    for well, objs in df.groupby("well"):
+        assert rows[well]["objects"] == len(objs), rows[well]
+        assert rows[well]["mean_area_px"] == pytest.approx(objs["area"].mean(), abs=0.01)
+        assert rows[well]["mean_intensity"] == pytest.approx(
+            objs["intensity_mean_c1"].mean(), abs=0.01
+        )
+
+
 def test_cli_validates_the_output_on_s3_through_a_credentials_block(s3, blocks):
     zarr_url = f"s3://{RESULTS}/clean/S3Plate_hcs/S3Plate.ome.zarr"
     opts = json.dumps({"credentials_block": "results-store", "endpoint_url": s3.endpoint})

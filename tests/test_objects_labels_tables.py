@@ -116,6 +116,8 @@ def test_tables_per_well_and_plate_read_back_in_one_call(tmp_path):
     }
     for _, row in df[df.well == "A01"].iterrows():
         assert row["area"] == truth[row["label"]]
+        _, _, _, a, b = OBJECTS[row["label"] - 1]
+        assert (row["intensity_mean_c1"], row["intensity_mean_c2"]) == (a, b)
     assert read_table(table_url(url, "objects", "B02")).num_rows == 1
     from prefect_hcs.formats.validate_zarr import validate_plate
 
@@ -161,6 +163,14 @@ def test_demo_objects_writes_ngff_labels_and_object_tables_inside_the_plate(
             assert areas[int(r["label"])] == r["area"]
         well_df = pd.read_parquet(table_url(zarr_url, "measure_objects", well))
         assert len(well_df) == len(rows)
+        # every true nucleus (canvas coordinates, shifted into the one field) has a measured
+        # centroid within 3 px; a found object away from every true one would be a false positive
+        ty, tx = truth["wells"][well]["tile_positions"]["1"]
+        centres = np.array(truth["wells"][well]["nuclei_centres"]) - [ty, tx]
+        found = rows[["centroid_y", "centroid_x"]].to_numpy()
+        dist = np.linalg.norm(centres[:, None, :] - found[None, :, :], axis=2)
+        assert dist.min(axis=1).max() < 3, dist.min(axis=1)  # measured: 2.2 (A01), 2.5 (B02)
+        assert np.percentile(dist.min(axis=0), 90) < 3, dist.min(axis=0)
 
     nodes = list(Reader(parse_url(f"{zarr_url}/B/2/0"))())
     assert any(isinstance(s, Label) for n in nodes for s in n.specs)

@@ -91,6 +91,14 @@ def _kwargs(spec) -> dict[str, Any]:
 
 def test_at_least_150_functions_with_typed_kwargs():
     assert len(SKIMAGE) >= 150, len(SKIMAGE)
+    # every kwarg a pipeline can give is checked at compile time (none falls back to Any)
+    unchecked = {
+        (s.name, p.name)
+        for s in SKIMAGE
+        for p in s.parameters.values()
+        if p.name != "stack" and p.annotation in (inspect.Parameter.empty, Any)
+    }
+    assert not unchecked, sorted(unchecked)
     typed = [
         p
         for s in SKIMAGE
@@ -166,6 +174,30 @@ def test_unknown_short_name_suggests_the_registered_one():
         get_function("gausian")
     assert "'skimage.filters.gaussian'" in str(info.value)
     assert "prefect-hcs functions list" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwarg", "good", "bad"),
+    [
+        # "shift_x, shift_y : int" documents two names in one entry
+        ("skimage.filters.rank.mean", "shift_x", 1, 1.5),
+        # documented under scikit-image's "Other parameters" heading
+        ("skimage.transform.resize", "order", 1, "linear"),
+        ("skimage.transform.resize", "mode", "edge", "edgy"),
+        # "int or ndarray": a YAML list stands for the array
+        ("skimage.segmentation.watershed", "connectivity", [[0, 1, 0]], "full"),
+        # undocumented: typed from its default (alpha=0.5)
+        ("skimage.filters.hessian", "alpha", 0.3, "half"),
+        # "float or Callable[...]": a pipeline file can only give the float
+        ("skimage.filters.threshold_li", "initial_guess", 0.4, "otsu"),
+    ],
+)
+def test_kwargs_read_from_every_numpydoc_form_are_checked(name, kwarg, good, bad):
+    extra = {"footprint": 2} if ".rank." in name else {}
+    extra |= {"output_shape": [8, 8]} if name.endswith("resize") else {}
+    validate_kwargs(name, {**extra, kwarg: good})
+    with pytest.raises(InvalidKwargsError, match=f"{kwarg}: expected"):
+        validate_kwargs(name, {**extra, kwarg: bad})
 
 
 def test_exclusions_follow_the_documented_rules():

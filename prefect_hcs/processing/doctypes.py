@@ -44,6 +44,7 @@ _WORDS: dict[str, Any] = {
     "arraylike": ARRAY,
     "callable": CALLABLE,
     "function": CALLABLE,
+    "data-type": str,  # a numpy dtype, which a pipeline file names ("float32")
 }
 
 _QUOTED = re.compile(r"""^(['"])(.*)\1$""")
@@ -71,7 +72,13 @@ def _split_top(text: str) -> list[str]:
 
 _ARRAY_WORD = re.compile(r"\b(nd)?array\b(?![_-]like)|\bimage\b")
 _ARRAY_LIKE = re.compile(r"\barray[_-]?like\b")
-_QUALIFIER = re.compile(r"^\d-?d$|^(shape|dtype)\b|^\([\w\s,.\[\]]*\)$")
+_QUALIFIER = re.compile(
+    r"^\d-?d$|^(shape|dtype)\b|^\([\w\s,.\[\]]*\)$"
+    r"|^(u?int|float|complex)\d+$"  # "ndarray, int64": the element type of an array
+    r"|^(positive|non-negative|nonnegative)$|^\.\.\.$"  # "float, positive"; "{1, 2, ...}"
+)
+#: Members of an integer set such as ``{1, 2, ..., ar.ndim}`` (connectivity).
+_INT_MEMBER = re.compile(r"^-?\d+$|^\w+\.ndim$")
 
 
 def _token_kind(token: str) -> Any:
@@ -85,7 +92,15 @@ def _token_kind(token: str) -> Any:
         return Literal[m.group(2)]  # type: ignore[valid-type]
     if token in ("True", "False"):
         return bool
+    if _INT_MEMBER.match(token):
+        return int
     low = token.lower()
+    if low.startswith("callable"):  # "Callable[[array[float]], float]"
+        return CALLABLE
+    if re.search(r"\barrays\b", low):  # "2-tuple of arrays"
+        return ARRAY
+    if re.match(r"^\d-tuple\b", low):  # "2-tuple", "2-tuple of floats"
+        return Sequence
     if _ARRAY_LIKE.search(low):
         return Sequence
     if _ARRAY_WORD.search(low):
@@ -149,9 +164,16 @@ def annotation_from_doc(type_name: str | None, default: Any, has_default: bool) 
     """The annotation a registered kwarg is checked against.
 
     ``type_name`` is the numpydoc phrase, ``default`` the signature default. The default's own type
-    is always allowed (skimage documents ``sigma : scalar`` with ``sigma=1``). Array and callable
-    kinds are returned as ``Any``: the caller decides whether such a parameter is exposed.
+    is always allowed (skimage documents ``sigma : scalar`` with ``sigma=1``); an undocumented
+    parameter with a number/str/bool/sequence default takes its default's type (``alpha=0.5`` of
+    ``hessian``). A parameter that is only an array or a callable is returned as ``Any``: the
+    caller hides it. In a mix ("int or ndarray"), the array becomes a sequence (a YAML list reaches
+    scikit-image as a tuple, which it reads as an array) and the callable is dropped (a pipeline
+    file cannot hold one).
     """
+    if type_name is None and has_default:
+        dk = _default_kind(default)
+        return dk if dk is not None and dk is not type(None) else Any
     kinds = doc_kinds(type_name)
     if kinds is None:
         return Any
@@ -161,8 +183,9 @@ def annotation_from_doc(type_name: str | None, default: Any, has_default: bool) 
             kinds.append(Literal[default])  # type: ignore[valid-type]
         elif not (dk is int and float in kinds):
             kinds.append(dk)
-    if ARRAY in kinds or CALLABLE in kinds:
+    if all(k in (ARRAY, CALLABLE, type(None)) for k in kinds):
         return Any
+    kinds = [Sequence if k == ARRAY else k for k in kinds if k != CALLABLE]
     literals = [k for k in kinds if typing.get_origin(k) is Literal]
     others = list(dict.fromkeys(k for k in kinds if typing.get_origin(k) is not Literal))
     if literals and str in others:

@@ -30,15 +30,15 @@ import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from docstring_parser import DocstringStyle, parse
+from docstring_parser import DocstringParam, DocstringStyle, parse
 
 from .doctypes import ARRAY, CALLABLE, annotation_from_doc, doc_kinds
 from .registry import RegistryError, register
 
-__all__ = ["EXCLUDED", "MODULES", "REGISTERED", "WrappedFunction", "discover"]
+__all__ = ["EXCLUDED", "MODULES", "REGISTERED", "WrappedFunction", "discover", "param_docs_of"]
 
 #: The scikit-image modules whose functions are registered.
 MODULES: tuple[str, ...] = (
@@ -134,6 +134,23 @@ _KERNELS = {"psf", "kernel", "template"}
 _TYPE_OVERRIDES: dict[str, dict[str, Any]] = {
     "morphology.flood_fill": {"new_value": float},
     "segmentation.flood_fill": {"new_value": float},
+    # documented as "see `numpy.pad`": the image is padded with numpy.pad before matching
+    "feature.match_template": {
+        "mode": Literal[
+            "constant",
+            "edge",
+            "linear_ramp",
+            "maximum",
+            "mean",
+            "median",
+            "minimum",
+            "reflect",
+            "symmetric",
+            "wrap",
+            "empty",
+        ],
+        "constant_values": float,
+    },
 }
 #: Modules of which only some functions are image→image (the rest return numbers or tables).
 _ONLY: dict[str, set[str]] = {"measure": {"label", "block_reduce"}}
@@ -176,6 +193,26 @@ def _is_array_only(type_name: str | None) -> bool:
 
 def _is_skimage_deprecated_default(value: Any) -> bool:
     return type(value).__name__ in ("DEPRECATED", "_DeprecatedValue") or repr(value) == "DEPRECATED"
+
+
+#: scikit-image writes "Other parameters"; numpydoc (and docstring-parser) expect a capital P.
+_OTHER_HEADING = re.compile(r"^Other parameters\n(-+)$", re.MULTILINE)
+
+
+def param_docs_of(doc: str) -> dict[str, DocstringParam]:
+    """Every documented parameter of a numpydoc docstring, by name.
+
+    Two scikit-image habits would otherwise leave parameters untyped (and so unchecked at compile
+    time): ``shift_x, shift_y : int`` documents several names in one entry, and the transforms
+    document ``order``/``mode``/``cval`` under an "Other parameters" heading.
+    """
+    parsed = parse(_OTHER_HEADING.sub(r"Other Parameters\n\1", doc), DocstringStyle.NUMPYDOC)
+    out: dict[str, DocstringParam] = {}
+    for meta in parsed.meta:
+        if isinstance(meta, DocstringParam):
+            for name in meta.arg_name.split(","):
+                out.setdefault(name.strip(), meta)
+    return out
 
 
 def _check_image_param(first: inspect.Parameter | None, docs: Mapping[str, Any]) -> str | None:
@@ -309,7 +346,7 @@ def _register_one(module: str, fname: str, func: Callable[..., Any]) -> str | No
         sig = inspect.signature(func)
     except (TypeError, ValueError):
         return "no inspectable signature"
-    docs = {p.arg_name: p for p in parse(doc, DocstringStyle.NUMPYDOC).params}
+    docs = param_docs_of(doc)
     first = next(iter(sig.parameters.values()), None)
     if why := _check_image_param(first, docs):
         return why
