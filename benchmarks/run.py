@@ -4,7 +4,7 @@
    run (a) as the `process-plate` flow against a real local Prefect server and (b) as a bare Python
    loop calling the same functions on the same files and writing the same outputs. Each mode runs
    in its own process; wall time and peak RSS are reported with their ratio to the bare loop.
-2. compile: compiling 384 wells × 8 steps (no pixels read).
+2. compile: compiling 384 wells × 10 steps (no pixels read).
 3. resolve: resolving every config field for 10 steps × 384 wells.
 4. dask: a CPU-bound plate on 1 vs 2 `dask worker` processes (execution_config.dask_address);
    prints the speed-up (benchmarks/dask_workers.py).
@@ -107,8 +107,8 @@ def _child(args: list[str], env: dict) -> dict:
 # ----------------------------------------------------------------------------- benchmarks
 def bench_plate(quick: bool) -> dict:
     from prefect_hcs.formats.layout import well_id
-    from prefect_hcs.formats.synthetic import make_plate
     from prefect_hcs.runtime.server import start_server
+    from prefect_hcs.testing.synthetic import make_plate
 
     tmp = Path(tempfile.mkdtemp(prefix="hcs-bench-"))
     n_wells, size = (6, 256) if quick else (24, 512)
@@ -160,6 +160,8 @@ def bench_compile() -> dict:
         {"name": "norm2", "func": "percentile_normalize"},
         {"name": "stitch", "func": "stitch_tiles"},
         {"name": "norm3", "func": "percentile_normalize"},
+        {"name": "bg3", "func": "tophat_background"},
+        {"name": "norm4", "func": "percentile_normalize"},
         {"name": "count", "func": {"1": "count_nuclei"}, "group_by": "channel"},
     ]
     pipeline = load_pipeline({"name": "bench", "steps": steps})
@@ -170,7 +172,7 @@ def bench_compile() -> dict:
         t0 = time.perf_counter()
         plan = compile_plate(layout, pipeline)
         times.append(time.perf_counter() - t0)
-    return {"wells": 384, "steps": 8, "step_plans": len(plan.step_plans), "task_runs": plan.task_count,
+    return {"wells": 384, "steps": len(steps), "step_plans": len(plan.step_plans), "task_runs": plan.task_count,
             "seconds_best": min(times), "seconds_all": times}  # fmt: skip
 
 

@@ -210,8 +210,8 @@ def make_plate_cmd(
     ] = False,
 ) -> None:
     """Write a realistic synthetic plate plus ground_truth.json (nuclei counts, tile positions)."""
-    from prefect_hcs.formats.generators import make_any_plate
-    from prefect_hcs.formats.plate_target import write_plate_into
+    from prefect_hcs.testing.generators import make_any_plate
+    from prefect_hcs.testing.plate_target import write_plate_into
 
     try:
         well_list = _parse_wells(wells)
@@ -265,7 +265,7 @@ def _make_metaxpress(
     out: str, variant: str, wells: list[str], sites: int, channels: int, z: int,
     timepoints: int, size: int, overlap: float, seed: int, mixed: bool,
 ) -> None:  # fmt: skip
-    from prefect_hcs.formats.synthetic_imagexpress import MIXED_CHANNELS, make_imagexpress_plate
+    from prefect_hcs.testing.synthetic_imagexpress import MIXED_CHANNELS, make_imagexpress_plate
 
     if variant not in ("acquisition", "export"):
         _fail(f"--variant {variant!r} is not valid for imagexpress: use acquisition or export")
@@ -547,13 +547,13 @@ def demo_cmd(
     ] = False,
 ) -> None:
     """Make a small synthetic plate and process it as a Prefect flow; print where outputs are."""
-    from prefect_hcs.formats.synthetic import make_plate
     from prefect_hcs.formats.validate_zarr import validate_plate
     from prefect_hcs.runtime import io as hio
+    from prefect_hcs.testing.synthetic import make_plate
 
     out = out.resolve()
     if omero:
-        from prefect_hcs.runtime.omero_demo import describe_omero_outputs, prepare_omero_demo
+        from prefect_hcs.testing.omero_demo import describe_omero_outputs, prepare_omero_demo
 
         d = prepare_omero_demo(out)
         console.print(f"OMERO stand-in at {d['standin_dir']}; plate {d['plate']}")

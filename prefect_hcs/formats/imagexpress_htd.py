@@ -12,7 +12,7 @@ from typing import Any
 
 from fsspec.spec import AbstractFileSystem
 
-from prefect_hcs.formats.detect import display, list_names, listed
+from prefect_hcs.formats.fsio import display, list_names, listed
 from prefect_hcs.formats.layout import PlateError, split_well, well_id
 
 _HTD_LINE = re.compile(r'^"(?P<key>[^"]+)"\s*(?:,(?P<rest>.*))?$')

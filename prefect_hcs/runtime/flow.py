@@ -28,6 +28,7 @@ from prefect_hcs.runtime.compile import compile_from_parameters
 from prefect_hcs.runtime.guard import guarded_flow
 from prefect_hcs.runtime.monitoring import PlateMonitor
 from prefect_hcs.runtime.plate_steps import plate_steps_task
+from prefect_hcs.runtime.results import ChunkOutcome, WellStepRun
 
 _TRANSIENT = (TimeoutError, ConnectionError)
 
@@ -87,7 +88,7 @@ def prepare_outputs_task(
 @task(name="run-step", cache_policy=NO_CACHE)
 def run_step_task(
     plans: list[StepPlan], output: OutputPlan, storage_options: dict[str, Any]
-) -> dict[str, Any]:
+) -> ChunkOutcome:
     """Execute one step for a chunk of wells, exactly as the plans say.
 
     A deterministic failure (corrupt file, bad data) fails only its well: it is recorded and the
@@ -95,7 +96,7 @@ def run_step_task(
     retries it; wells already done in this process are not recomputed on the retry.
     """
     logger = get_run_logger()
-    results: list[dict[str, Any]] = []
+    results: list[WellStepRun] = []
     failures: dict[str, str] = {}
     start = time.perf_counter()
     for plan in plans:
@@ -115,14 +116,14 @@ def run_step_task(
             )
             continue
         results.append(
-            {
-                "well": r.well,
-                "step": r.step,
-                "seconds": r.seconds,
-                "tables": r.tables,
-                "pid": os.getpid(),
-                "where": clusters.where(),
-            }
+            WellStepRun(
+                well=r.well,
+                step=r.step,
+                seconds=r.seconds,
+                tables=r.tables,
+                pid=os.getpid(),
+                where=clusters.where(),
+            )
         )
     logger.info(
         "%s: %d well(s) in %.2f s (pid %d)%s",
@@ -132,7 +133,7 @@ def run_step_task(
         os.getpid(),
         f"; {len(failures)} failed" if failures else "",
     )
-    return {"results": results, "failures": failures}
+    return ChunkOutcome(results=tuple(results), failures=failures)
 
 
 @task(name="check-completed", cache_policy=NO_CACHE)
@@ -391,11 +392,11 @@ def _run_chunks(
         except BaseException as exc:  # noqa: BLE001 - a task that failed as a whole (transient)
             new_failures = {w: f"{type(exc).__name__}: {exc}" for w in wells}
         else:
-            for r in outcome["results"]:
-                pids.setdefault(r["well"], []).append({"step": r["step"], **r["where"]})
-            new_failures = dict(outcome["failures"])
+            for r in outcome.results:
+                pids.setdefault(r.well, []).append({"step": r.step, **r.where})
+            new_failures = dict(outcome.failures)
             if monitor is not None:
-                monitor.step_results(outcome["results"])
+                monitor.step_results(outcome.results)
         for w, why in new_failures.items():
             failures[w] = f"step {step_name!r}: {why}"
             if monitor is not None:

@@ -16,8 +16,8 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
-from prefect_hcs.formats import synthetic as scene
 from prefect_hcs.formats.layout import split_well
+from prefect_hcs.testing import synthetic as scene
 
 
 @dataclass(frozen=True)
