@@ -39,6 +39,7 @@ from prefect_hcs.pipeline.plan import (
     OutputPlan,
     PlatePlan,
     StepPlan,
+    ZarrSettings,
     fingerprint_of,
 )
 from prefect_hcs.pipeline.planes import select_planes
@@ -650,16 +651,19 @@ def compile_plate(
         field_shape=yx,
         pixel_size_um=layout.pixel_size_um,
         **output_physical(layout, wells, sizes, ctx.stage),
-        done_dir=(
-            f"omero://plate_{_plate_number(layout)}/{{well}}/outputs/.hcs-done"
-            if root_backend == "omero"
-            else _join(root, ".hcs-done")
-        ),
-        zarr={
-            "compressor": _v(base.value("zarr_config.compressor")),
-            "compression_level": base.value("zarr_config.compression_level"),
-            "chunk_size": base.value("zarr_config.chunk_size"),
+        done_dirs={
+            w: (
+                f"omero://plate_{_plate_number(layout)}/{w}/outputs/.hcs-done"
+                if root_backend == "omero"
+                else _join(root, ".hcs-done")
+            )
+            for w in wells
         },
+        zarr=ZarrSettings(
+            compressor=base.value("zarr_config.compressor"),
+            compression_level=base.value("zarr_config.compression_level"),
+            chunk_size=base.value("zarr_config.chunk_size"),
+        ),
         source_fingerprint=source_fp,
     )
 

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from prefect_hcs.config.enums import Backend, ZarrCompressor
 from prefect_hcs.pipeline.model import Chain, Component, InputSource
 
 #: Plate-level task runs of a plate run: compile-plan, prepare-outputs, check-completed,
@@ -32,6 +33,8 @@ def _as_dict(model: Any) -> dict[str, Any]:
 
 
 class Frozen(BaseModel):
+    """Base of every plan model: immutable, and unknown fields are an error."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -58,13 +61,13 @@ class StepPlan(Frozen):
     input_source: InputSource
     applies: bool = Field(description="False when the step's well filter excludes this well.")
     metadata: dict[str, Any] = Field(description="Plate metadata injected into functions.")
-    read_backend: str
+    read_backend: Backend
     read_from: str | None = Field(description="Intermediate URL to read (None: source planes).")
     source_planes: tuple[InputPlane, ...] = ()
-    write_backend: str
+    write_backend: Backend
     output_dir: str
     output_url: str = Field(description="Where this step's output for this well goes.")
-    materialized_backend: str
+    materialized_backend: Backend
     materialized_output_dir: str | None
     materialized_url: str | None
     special_outputs: dict[str, str] = Field(default_factory=dict)
@@ -99,6 +102,7 @@ class StepPlan(Frozen):
         return data
 
     def with_fingerprint(self) -> StepPlan:
+        """This plan with `fingerprint` set from its `content`."""
         return self.model_copy(update={"fingerprint": fingerprint_of(self.content())})
 
     def summary(self) -> dict[str, Any]:
@@ -119,12 +123,20 @@ class StepPlan(Frozen):
         }
 
 
+class ZarrSettings(Frozen):
+    """How the OME-Zarr output is encoded (the resolved `zarr_config`)."""
+
+    compressor: ZarrCompressor = Field(description="Chunk codec.")
+    compression_level: int = Field(description="Codec level.")
+    chunk_size: int = Field(description="Chunk edge in y and x (px).")
+
+
 class OutputPlan(Frozen):
     """Where the run's durable outputs go."""
 
     root: str
-    root_backend: str = Field(description="disk (any fsspec filesystem) or omero.")
-    image_backend: str = Field(description="zarr (OME-Zarr plate) or omero (TIFF annotations).")
+    root_backend: Backend = Field(description="disk (any fsspec filesystem) or omero.")
+    image_backend: Backend = Field(description="zarr (OME-Zarr plate) or omero (TIFF annotations).")
     zarr_url: str | None
     storage_options: dict[str, Any] = Field(default_factory=dict)
     tables: dict[str, str] = Field(description="{table name: URL of the plate-level CSV}.")
@@ -158,11 +170,15 @@ class OutputPlan(Frozen):
         description="Source site of each output field when every site is its own field; "
         "() when fields are combined (e.g. stitched).",
     )
-    zarr: dict[str, Any]
+    zarr: ZarrSettings
     source_fingerprint: str
-    done_dir: str = Field(
-        description="Where per-well completion markers go (resume); '{well}' is substituted."
+    done_dirs: dict[str, str] = Field(
+        description="{well: folder of its completion marker (resume)}: on OMERO the well itself."
     )
+
+    def done_dir(self, well: str) -> str:
+        """Folder of `well`'s completion marker and, beside it, its thumbnail folder."""
+        return self.done_dirs[well]
 
     def field_metadata(self, well: str, field: int) -> dict[str, Any]:
         """Physical metadata of one output field, as `OmeZarrPlateWriter.write_field` kwargs."""
@@ -221,9 +237,11 @@ class PlatePlan(Frozen):
     fingerprint: str = ""
 
     def plans_for(self, well: str) -> list[StepPlan]:
+        """The step plans of one well, in step order."""
         return [p for p in self.step_plans if p.well == well]
 
     def plan(self, well: str, step_index: int) -> StepPlan:
+        """The plan of one (well, step); KeyError if there is none."""
         for p in self.step_plans:
             if p.well == well and p.step_index == step_index:
                 return p
@@ -239,6 +257,7 @@ class PlatePlan(Frozen):
         return {f"{p.well}/{p.step_name}": p.fingerprint for p in self.step_plans}
 
     def summary_json(self) -> dict[str, Any]:
+        """What `prefect-hcs plan --json` prints."""
         return {
             "plate_id": self.plate_id,
             "plate_url": self.plate_url,

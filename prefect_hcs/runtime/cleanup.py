@@ -26,7 +26,7 @@ def discard_well_outputs(plan: StepPlan, output: OutputPlan, opts: dict[str, Any
     urls = [
         *plan.special_outputs.values(),
         _marker_url(output, plan.well),
-        thumbnail_url(output.done_dir, plan.well),
+        thumbnail_url(output.done_dir(plan.well), plan.well),
     ]
     if output.image_backend != "zarr":
         urls.append(plan.output_url)
@@ -71,4 +71,4 @@ def _remove_fields(output: OutputPlan, well: str, fields: range) -> None:
 
 
 def _marker_url(output: OutputPlan, well: str) -> str:
-    return f"{output.done_dir.replace('{well}', well)}/{well}.json"
+    return f"{output.done_dir(well)}/{well}.json"

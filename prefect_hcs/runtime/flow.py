@@ -32,6 +32,7 @@ from prefect_hcs.runtime.compile import compile_from_parameters
 from prefect_hcs.runtime.guard import guarded_flow
 from prefect_hcs.runtime.monitoring import PlateMonitor
 from prefect_hcs.runtime.plate_steps import plate_steps_task
+from prefect_hcs.runtime.results import ChunkOutcome, WellStepRun
 
 _TRANSIENT = (TimeoutError, ConnectionError)
 
@@ -91,7 +92,7 @@ def prepare_outputs_task(
 @task(name="run-steps", cache_policy=NO_CACHE)
 def run_chunk_task(
     plans: list[StepPlan], output: OutputPlan, storage_options: dict[str, Any]
-) -> dict[str, Any]:
+) -> ChunkOutcome:
     """Execute every step of a chunk of wells: each well's steps in order, pixels kept in memory.
 
     One task run per chunk instead of one per chunk and step: each task run costs Prefect state
@@ -101,8 +102,9 @@ def run_chunk_task(
     finished in this process are not recomputed on the retry.
     """
     logger = get_run_logger()
-    results: list[dict[str, Any]] = []
-    failures: dict[str, dict[str, str]] = {}
+    results: list[WellStepRun] = []
+    failures: dict[str, str] = {}
+    failed_steps: dict[str, str] = {}
     per_step: dict[str, float] = {}
     start = time.perf_counter()
     by_well: dict[str, list[StepPlan]] = {}
@@ -123,7 +125,8 @@ def run_chunk_task(
             if is_transient(failed.error):
                 failed.error.hcs_step = failed.step  # type: ignore[attr-defined]
                 raise failed.error  # noqa: B904 - the original error, for Prefect's retry
-            failures[well] = {"step": failed.step, "reason": _reason(failed.error)}
+            failures[well] = _reason(failed.error)
+            failed_steps[well] = failed.step
             logger.error(  # a traceback for bugs; an input problem is its message
                 "well %s, step %s failed: %s",
                 well,
@@ -134,8 +137,8 @@ def run_chunk_task(
             continue
         for r in done:
             per_step[r.step] = per_step.get(r.step, 0.0) + r.seconds
-            results.append({"well": r.well, "step": r.step, "seconds": r.seconds,
-                            "tables": r.tables, "pid": os.getpid(), "where": where})  # fmt: skip
+            results.append(WellStepRun(well=r.well, step=r.step, seconds=r.seconds,
+                                       tables=r.tables, pid=os.getpid(), where=where))  # fmt: skip
     logger.info(
         "%d well(s) in %.2f s (pid %d): %s%s",
         len(by_well) - len(failures),
@@ -144,7 +147,7 @@ def run_chunk_task(
         ", ".join(f"{s} {t:.2f} s" for s, t in per_step.items()),
         f"; {len(failures)} failed" if failures else "",
     )
-    return {"results": results, "failures": failures}
+    return ChunkOutcome(results=tuple(results), failures=failures, failed_steps=failed_steps)
 
 
 def _reason(exc: BaseException) -> str:
@@ -404,17 +407,19 @@ def _run_chunks(
             outcome = fut.result(raise_on_failure=True)
         except BaseException as exc:  # noqa: BLE001 - a task that failed as a whole (transient)
             step = getattr(exc, "hcs_step", label)
-            new_failures = {w: {"step": step, "reason": _reason(exc)} for w in wells}
+            new_failures = {w: (step, _reason(exc)) for w in wells}
         else:
-            for r in outcome["results"]:
-                pids.setdefault(r["well"], []).append({"step": r["step"], **r["where"]})
-            new_failures = dict(outcome["failures"])
+            for r in outcome.results:
+                pids.setdefault(r.well, []).append({"step": r.step, **r.where})
+            new_failures = {
+                w: (outcome.failed_steps.get(w, label), why) for w, why in outcome.failures.items()
+            }
             if monitor is not None:
-                monitor.step_results(outcome["results"])
-        for w, why in new_failures.items():
-            failures[w] = f"step {why['step']!r}: {why['reason']}"
+                monitor.step_results(outcome.results)
+        for w, (step, why) in new_failures.items():
+            failures[w] = f"step {step!r}: {why}"
             if monitor is not None:
-                monitor.well_failed(w, why["step"], why["reason"])
+                monitor.well_failed(w, step, why)
         survivors = [w for w in wells if w not in failures]
         if len(survivors) < len(wells):
             progress.emit({"event": "chunk-failed", "wells": len(wells) - len(survivors)})

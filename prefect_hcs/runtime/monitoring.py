@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -30,6 +30,7 @@ from prefect_hcs.pipeline.plan import PlatePlan
 from prefect_hcs.runtime import artifacts, thumbnails
 from prefect_hcs.runtime import io as hio
 from prefect_hcs.runtime.objects import objects_summary
+from prefect_hcs.runtime.results import WellStepRun
 
 EVENT_PREFIX = "prefect-hcs"
 #: Budget for the thumbnails artifact (characters of markdown): large plates get smaller images.
@@ -217,9 +218,10 @@ class PlateMonitor:
             self.status[w] = "skipped"
         self._update_progress()
 
-    def step_results(self, results: list[dict[str, Any]]) -> None:
+    def step_results(self, results: Sequence[WellStepRun]) -> None:
+        """Add each well's step time to its total."""
         for r in results:
-            self.seconds[r["well"]] = self.seconds.get(r["well"], 0.0) + float(r["seconds"])
+            self.seconds[r.well] = self.seconds.get(r.well, 0.0) + r.seconds
 
     def wells_done(self, wells: list[str]) -> None:
         for w in wells:
@@ -370,7 +372,7 @@ class PlateMonitor:
                 continue
             try:
                 pngs[w] = hio.read_bytes(
-                    thumbnails.thumbnail_url(plan.output.done_dir, w), self._opts
+                    thumbnails.thumbnail_url(plan.output.done_dir(w), w), self._opts
                 )
             except (OSError, ValueError):
                 continue

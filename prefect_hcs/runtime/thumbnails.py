@@ -21,7 +21,7 @@ THUMB_PX = 96
 
 def thumbnail_url(done_dir: str, well: str) -> str:
     """`<parent of the completion markers>/.hcs-thumbnails/<well>.png` (hidden: not a result)."""
-    parent = done_dir.replace("{well}", well).rstrip("/").rsplit("/", 1)[0]
+    parent = done_dir.rstrip("/").rsplit("/", 1)[0]
     return f"{parent}/.hcs-thumbnails/{well}.png"
 
 

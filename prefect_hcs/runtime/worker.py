@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from prefect_hcs.formats.arrays import fit_yx
+from prefect_hcs.formats.wells import WellId
 from prefect_hcs.pipeline.apply import AXES, WellData, apply_step, assemble_planes
 from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan, fingerprint_of
 from prefect_hcs.runtime import io as hio
@@ -109,7 +111,7 @@ def _save_intermediate(
 
 def done_marker_url(output: OutputPlan, well: str) -> str:
     """On OMERO the marker is an annotation on the well itself; elsewhere a file per well."""
-    return f"{output.done_dir.replace('{well}', well)}/{well}.json"
+    return f"{output.done_dir(well)}/{well}.json"
 
 
 def _write_done_marker(
@@ -134,7 +136,7 @@ def output_fingerprint(output: OutputPlan, well: str) -> str:
     the source-plate fingerprint, plate table URLs and storage options are left out.
     """
     data = output.model_dump(
-        mode="json", exclude={"source_fingerprint", "storage_options", "tables", "done_dir"}
+        mode="json", exclude={"source_fingerprint", "storage_options", "tables", "done_dirs"}
     )
     keep = {k: (v.get(well) if isinstance(v, dict) and k != "zarr" else v) for k, v in data.items()}
     return fingerprint_of(keep)
@@ -187,7 +189,9 @@ def _write_thumbnail(
     """A ~96 px PNG for the UI's thumbnail artifact; cosmetic, so it never fails the well."""
     try:
         png = thumbnails.encode_png(data.array)
-        hio.write_bytes(thumbnails.thumbnail_url(output.done_dir, plan.well), png, storage_options)
+        hio.write_bytes(
+            thumbnails.thumbnail_url(output.done_dir(plan.well), plan.well), png, storage_options
+        )
     except Exception:  # noqa: BLE001 - a missing preview must not cost a computed well
         return
 
@@ -210,26 +214,15 @@ def _write_final(
             array[:, :, :, s],
             channel_names=list(output.channel_names)[: array.shape[1]],
             **output.field_metadata(plan.well, s),
-            compressor=str(output.zarr["compressor"]),
-            level=int(output.zarr["compression_level"]),
-            chunk_yx=int(output.zarr["chunk_size"]),
+            compressor=str(output.zarr.compressor),
+            level=output.zarr.compression_level,
+            chunk_yx=output.zarr.chunk_size,
         )
 
 
 def zarr_options(output: OutputPlan) -> dict[str, Any]:
     """fsspec options for the output OME-Zarr plate (credentials resolved in this process)."""
     return fsspec_options(output.zarr_url or "", output.storage_options)
-
-
-def fit_yx(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Pad (zeros, bottom/right) or crop the last two axes to `shape`."""
-    y, x = array.shape[-2:]
-    ty, tx = shape
-    if (y, x) == (ty, tx):
-        return array
-    out = np.zeros(array.shape[:-2] + (ty, tx), dtype=array.dtype)
-    out[..., : min(y, ty), : min(x, tx)] = array[..., : min(y, ty), : min(x, tx)]
-    return out
 
 
 #: Steps finished in this process whose in-memory input was freed, by plan fingerprint. A task
@@ -367,9 +360,7 @@ def _write_well_outputs(
     """The well's final outputs, marker last; on failure none of them is left behind."""
     where = output.zarr_url or plan.output_url
     if output.image_backend == "zarr" and output.zarr_url:
-        from prefect_hcs.formats.omezarr import parse_well
-
-        where = f"{output.zarr_url.rstrip('/')}/{parse_well(plan.well).path}"
+        where = f"{output.zarr_url.rstrip('/')}/{WellId.parse(plan.well).ngff_path}"
     try:
         _materialize(plan, result, opts)
         counts = _write_tables(plan, tables, opts)
