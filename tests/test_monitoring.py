@@ -62,7 +62,7 @@ def test_thumbnail_is_a_small_png_of_the_well() -> None:
     assert (
         thumbnails.thumbnail_url("/o/P_hcs/.hcs-done", "B03") == "/o/P_hcs/.hcs-thumbnails/B03.png"
     )
-    omero_done = "omero://plate_7/{well}/outputs/.hcs-done"
+    omero_done = "omero://plate_7/A01/outputs/.hcs-done"  # on OMERO: a marker folder per well
     assert (
         thumbnails.thumbnail_url(omero_done, "A01")
         == "omero://plate_7/A01/outputs/.hcs-thumbnails/A01.png"
