@@ -390,9 +390,10 @@ def _run_chunks(
             ],
             retry_condition_fn=_retry_transient_only,
         )
-        params = {"plans": quote(by_chunk[chunk]), "output": quote(plan.output),
-                  "storage_options": opts}  # fmt: skip
-        return t.submit(**params) if runner is None else runner.submit(t, parameters=params)
+        if runner is not None:  # prefect-dask hands a quote() over still wrapped: plain values
+            params = {"plans": by_chunk[chunk], "output": plan.output, "storage_options": opts}
+            return runner.submit(t, parameters=params)
+        return t.submit(quote(by_chunk[chunk]), quote(plan.output), opts)
 
     def fill() -> None:
         while queue and len(pending) < plan.num_workers:
