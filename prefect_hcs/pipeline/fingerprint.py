@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect_hcs.pipeline.backends import Backends
+from prefect_hcs.pipeline.discover import Discovery
+from prefect_hcs.pipeline.paths import PlannedPaths
 from prefect_hcs.pipeline.plan import (
     STEP_FIELDS,
     WELL_FIELDS,
@@ -20,8 +23,10 @@ from prefect_hcs.pipeline.plan import (
     plan_fingerprint,
     step_content,
 )
+from prefect_hcs.pipeline.resolution import Resolution
+from prefect_hcs.pipeline.shapes import PipelineCheck
 
-__all__ = ["fingerprint_plan", "fingerprint_steps"]
+__all__ = ["fingerprint_plan", "fingerprint_steps", "freeze"]
 
 
 def fingerprint_steps(
@@ -61,3 +66,42 @@ def fingerprint_plan(plan: PlatePlan) -> PlatePlan:
     content = plan.model_dump(mode="json", exclude={"fingerprint", "step_plans"})
     content["step_fingerprints"] = [p.fingerprint for p in plan.step_plans]
     return plan.model_copy(update={"fingerprint": fingerprint_of(content)})
+
+
+def freeze(
+    found: Discovery,
+    res: Resolution,
+    checked: PipelineCheck,
+    chosen: Backends,
+    paths: PlannedPaths,
+    chunks: tuple[tuple[str, ...], ...],
+) -> PlatePlan:
+    """Phase 7: the plate plan from what the phases decided, step plans and all fingerprinted."""
+    base = res.base
+    plan = PlatePlan(
+        plate_id=res.layout.plate_id,
+        plate_url=res.layout.url,
+        plate_format=res.layout.format,
+        storage_options=found.storage_options,
+        pipeline_name=found.pipeline.name,
+        pipeline=found.pipeline.to_data(),
+        wells=res.wells,
+        steps=tuple(s.name for s in found.steps),
+        chunks=chunks,
+        intermediates_in_memory=chosen.in_memory,
+        task_runner=chosen.runner,
+        dask_address=chosen.target.dask_address,
+        slurm_cluster=chosen.target.slurm_cluster,
+        num_workers=chosen.workers,
+        retries=int(base.value("execution_config.retries")),
+        retry_delay_seconds=float(base.value("execution_config.retry_delay_seconds")),
+        output=paths.output,
+        resolved_config={
+            s.name: r.to_json() for s, r in zip(found.steps, res.per_step, strict=True)
+        },
+        step_plans=fingerprint_steps(paths.steps, paths.drafts, paths.source_json),
+        plate_steps=paths.plate_steps,
+        warnings=(*found.warnings, *checked.warnings),
+        layout=found.report,
+    )
+    return fingerprint_plan(plan)
