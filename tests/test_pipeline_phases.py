@@ -212,3 +212,18 @@ def test_a_step_that_skips_a_well_fingerprints_without_its_function():
     one, other = plan("tophat_background"), plan("percentile_normalize")
     assert one.plan("A02", 1).fingerprint == other.plan("A02", 1).fingerprint
     assert one.plan("A01", 1).fingerprint != other.plan("A01", 1).fingerprint
+
+
+def test_compile_leaves_the_garbage_collector_as_it_found_it():
+    import gc
+
+    assert gc.isenabled()
+    compile_plate(make_layout(1), DEMO)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with pytest.raises(Exception, match="cannot be compiled"):
+            compile_plate(make_layout(1), pipe({"func": "max_projektion"}))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

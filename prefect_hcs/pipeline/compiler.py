@@ -39,9 +39,9 @@ from prefect_hcs.pipeline.model import Pipeline
 from prefect_hcs.pipeline.paths import plan_paths
 from prefect_hcs.pipeline.plan import PlatePlan
 from prefect_hcs.pipeline.resolution import resolve_layers
-from prefect_hcs.pipeline.shapes import check_pipeline, code_versions
+from prefect_hcs.pipeline.shapes import check_pipeline
 
-__all__ = ["CompileError", "code_versions", "compile_plate", "secret_option_problems"]
+__all__ = ["CompileError", "compile_plate", "secret_option_problems"]
 
 
 class CompileError(UserFacingError, ValueError):

@@ -122,6 +122,7 @@ def well_drafts(
     """One draft per (well, step), well-major: the well's own plan fields and its step index."""
     layout = res.layout
     metadata = plate_metadata(layout)
+    kept = [_checkpoint_dir(b, step) for b, step in zip(chosen.steps, found.steps, strict=True)]
     drafts: list[Draft] = []
     for well in res.wells:
         planes = _PLANES.validate_python(source_json.get(well, ()))
@@ -136,7 +137,7 @@ def well_drafts(
             draft = {
                 "step_index": i,
                 **urls,
-                **_checkpoint_urls(layout, step, b, well, res.step_wells[i].materializes),
+                **_checkpoint_urls(layout, step, b, well, res.step_wells[i].materializes, kept[i]),
                 "well": well,
                 "applies": well in res.step_wells[i].runs,
                 "metadata": meta,
@@ -212,36 +213,41 @@ def source_planes_json(res: Resolution) -> dict[str, list[dict[str, Any]]]:
     return by_well
 
 
+def _checkpoint_dir(b: Any, step: Step) -> str:
+    """A step's checkpoint folder on a filesystem (on OMERO it is per well)."""
+    name = f"{step.name}.zarr" if b.materialized == Backend.ZARR else step.name
+    return join_url(b.checkpoint_root, b.checkpoint_sub_dir, name)
+
+
 def _well_urls(
     layout: Any, chosen: Backends, step: Step, index: int, well: str, last: bool
 ) -> dict[str, str]:
     """output_dir and output_url of one (well, step): the plate for the last step, else an
     intermediate."""
-    if not last:
-        out_dir = join_url(chosen.intermediate_root, well)
+    if not last:  # the roots have no trailing '/', well names no '/' at all
+        out_dir = f"{chosen.intermediate_root}/{well}"
         return {"output_dir": out_dir, "output_url": f"{out_dir}/{index:02d}_{step.name}.npy"}
     if chosen.image_backend == Backend.ZARR:
-        out_dir = join_url(chosen.zarr_url or "", WellId.parse(well).ngff_path)
+        out_dir = f"{chosen.zarr_url}/{WellId.parse(well).ngff_path}"
         return {"output_dir": out_dir, "output_url": out_dir}
     out_dir = f"{omero_plate_url(layout)}/{well}/outputs/images"
     return {"output_dir": out_dir, "output_url": f"{out_dir}/{well}.tif"}
 
 
 def _checkpoint_urls(
-    layout: Any, step: Step, b: Any, well: str, wells: frozenset[str]
+    layout: Any, step: Step, b: Any, well: str, wells: frozenset[str], folder: str
 ) -> dict[str, str | None]:
-    """materialized_output_dir and materialized_url of one (well, step), None when not kept."""
+    """materialized_output_dir and materialized_url of one (well, step), None when not kept;
+    `folder` is the step's `_checkpoint_dir`."""
     if not b.checkpoints or well not in wells:
         return {"materialized_output_dir": None, "materialized_url": None}
     if b.materialized == Backend.OMERO:
         mat_dir = f"{omero_plate_url(layout)}/{well}/outputs/{b.checkpoint_sub_dir}/{step.name}"
         return {"materialized_output_dir": mat_dir, "materialized_url": f"{mat_dir}/{well}.tif"}
     if b.materialized == Backend.ZARR:
-        mat_dir = join_url(b.checkpoint_root, b.checkpoint_sub_dir, f"{step.name}.zarr")
-        return {"materialized_output_dir": mat_dir, "materialized_url": join_url(mat_dir, well)}
-    mat_dir = join_url(b.checkpoint_root, b.checkpoint_sub_dir, step.name)
+        return {"materialized_output_dir": folder, "materialized_url": f"{folder}/{well}"}
     ext = "npy" if b.materialized == Backend.MEMORY else "tif"
-    return {"materialized_output_dir": mat_dir, "materialized_url": f"{mat_dir}/{well}.{ext}"}
+    return {"materialized_output_dir": folder, "materialized_url": f"{folder}/{well}.{ext}"}
 
 
 def _table_urls(
@@ -253,7 +259,7 @@ def _table_urls(
     if chosen.root_backend == Backend.OMERO:
         base = f"{omero_plate_url(layout)}/{well}/outputs/tables"
         return {t: f"{base}/{step.name}_{t}.csv" for t in tables}
-    return {t: join_url(chosen.root, "tables", step.name, f"{well}_{t}.csv") for t in tables}
+    return {t: f"{chosen.root}/tables/{step.name}/{well}_{t}.csv" for t in tables}
 
 
 def _omero_object(url: str) -> str:
