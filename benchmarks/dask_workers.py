@@ -85,8 +85,8 @@ def bench_dask(quick: bool, run_child, make_env) -> dict:
     import tempfile
 
     from prefect_hcs.formats.layout import well_id
-    from prefect_hcs.formats.synthetic import make_plate
     from prefect_hcs.runtime.server import start_server
+    from prefect_hcs.testing.synthetic import make_plate
 
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="hcs-bench-dask-"))

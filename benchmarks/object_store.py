@@ -53,8 +53,8 @@ def bench_object_store(quick: bool, child: Any) -> dict[str, Any]:
     from s3_server import User, start_s3_server
 
     from prefect_hcs.formats.layout import well_id
-    from prefect_hcs.formats.synthetic import make_plate
     from prefect_hcs.runtime.server import start_server
+    from prefect_hcs.testing.synthetic import make_plate
 
     tmp = Path(tempfile.mkdtemp(prefix="hcs-bench-s3-"))
     n_wells, size = (6, 256) if quick else (24, 512)

@@ -107,8 +107,8 @@ def _child(args: list[str], env: dict) -> dict:
 # ----------------------------------------------------------------------------- benchmarks
 def bench_plate(quick: bool) -> dict:
     from prefect_hcs.formats.layout import well_id
-    from prefect_hcs.formats.synthetic import make_plate
     from prefect_hcs.runtime.server import start_server
+    from prefect_hcs.testing.synthetic import make_plate
 
     tmp = Path(tempfile.mkdtemp(prefix="hcs-bench-"))
     n_wells, size = (6, 256) if quick else (24, 512)

@@ -169,6 +169,7 @@ def blocks_apply(
 
 
 def main() -> None:  # pragma: no cover
+    """Run the `prefect-hcs` command line (for ``python -m`` and embedding; the script is `app`)."""
     app()
 
 
@@ -209,8 +210,8 @@ def make_plate_cmd(
     ] = False,
 ) -> None:
     """Write a realistic synthetic plate plus ground_truth.json (nuclei counts, tile positions)."""
-    from prefect_hcs.formats.generators import make_any_plate
-    from prefect_hcs.formats.plate_target import write_plate_into
+    from prefect_hcs.testing.generators import make_any_plate
+    from prefect_hcs.testing.plate_target import write_plate_into
 
     try:
         well_list = _parse_wells(wells)
@@ -236,6 +237,11 @@ def make_plate_cmd(
     except _user_errors() as exc:
         _fail(str(exc))
     options = dict(sites=sites, channels=channels, z=z, size=size, overlap=overlap, seed=seed)
+    handled: tuple[type[BaseException], ...] = (
+        *_user_errors(),
+        ValueError,
+        TypeError,
+    )  # incl. the generators' argument checks
     try:
         truth = write_plate_into(
             out,
@@ -244,7 +250,7 @@ def make_plate_cmd(
                 url, format=format, variant=variant, wells=well_list, **options
             ),
         )
-    except (*_user_errors(), ValueError, TypeError) as exc:  # incl. the generators' argument checks
+    except handled as exc:
         if not isinstance(exc, _user_errors()):
             _fail(f"make-plate: {exc}")
         _fail(str(exc))
@@ -259,7 +265,7 @@ def _make_metaxpress(
     out: str, variant: str, wells: list[str], sites: int, channels: int, z: int,
     timepoints: int, size: int, overlap: float, seed: int, mixed: bool,
 ) -> None:  # fmt: skip
-    from prefect_hcs.formats.synthetic_imagexpress import MIXED_CHANNELS, make_imagexpress_plate
+    from prefect_hcs.testing.synthetic_imagexpress import MIXED_CHANNELS, make_imagexpress_plate
 
     if variant not in ("acquisition", "export"):
         _fail(f"--variant {variant!r} is not valid for imagexpress: use acquisition or export")
@@ -441,7 +447,7 @@ def _run_flow(
             "it keeps running so you can open the run in the UI"
         )
     quiet_user_errors_on_console()  # the UI keeps the engine's tracebacks; the console one line
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeElapsedColumn
 
     from prefect_hcs.runtime import progress as hprogress
     from prefect_hcs.runtime.flow import process_plate
@@ -454,7 +460,7 @@ def _run_flow(
         console=console,
         disable=not show_progress,  # fmt: skip
     )
-    ids: dict[str, int] = {}
+    ids: dict[str, TaskID] = {}
 
     def on_event(event: dict) -> None:
         if event["event"] == "compiled":
@@ -480,10 +486,10 @@ def _run_flow(
     run_id = state.state_details.flow_run_id
     url = f"{api.ui_url}/runs/flow-run/{run_id}" if run_id else None
     if not state.is_completed():
-        exc = state.result(raise_on_failure=False)
+        error = state.result(raise_on_failure=False)
         _fail(
-            f"{exc}\n(run: {url})"
-            if isinstance(exc, BaseException)
+            f"{error}\n(run: {url})"
+            if isinstance(error, BaseException)
             else f"run {state.name}: {url}",
             1,
         )
@@ -541,13 +547,13 @@ def demo_cmd(
     ] = False,
 ) -> None:
     """Make a small synthetic plate and process it as a Prefect flow; print where outputs are."""
-    from prefect_hcs.formats.synthetic import make_plate
     from prefect_hcs.formats.validate_zarr import validate_plate
     from prefect_hcs.runtime import io as hio
+    from prefect_hcs.testing.synthetic import make_plate
 
     out = out.resolve()
     if omero:
-        from prefect_hcs.runtime.omero_demo import describe_omero_outputs, prepare_omero_demo
+        from prefect_hcs.testing.omero_demo import describe_omero_outputs, prepare_omero_demo
 
         d = prepare_omero_demo(out)
         console.print(f"OMERO stand-in at {d['standin_dir']}; plate {d['plate']}")

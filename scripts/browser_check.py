@@ -83,8 +83,8 @@ def main() -> int:
 
 
 def _run_plate(work: Path) -> tuple[str, str]:
-    from prefect_hcs.formats.synthetic import make_plate
     from prefect_hcs.runtime.flow import process_plate
+    from prefect_hcs.testing.synthetic import make_plate
 
     plate = work / "ScreenPlate"
     make_plate(

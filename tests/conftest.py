@@ -22,6 +22,16 @@ os.environ.pop("PREFECT_API_URL", None)
 # Never fall back silently to an ephemeral in-process API: a test that talks to Prefect must ask
 # for the `prefect_server` fixture.
 os.environ["PREFECT_SERVER_ALLOW_EPHEMERAL_MODE"] = "false"
+# The OMERO stand-in is a test double the product cannot reach by configuration: install its hook
+# here and, through `standin_site/sitecustomize.py`, in every Python process the tests start
+# (served deployments, flow-run subprocesses, CLI calls).
+_STANDIN_SITE = str(Path(__file__).resolve().parent / "standin_site")
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_STANDIN_SITE, os.environ.get("PYTHONPATH")) if p
+)
+from prefect_hcs.testing.omero_standin import install_standin  # noqa: E402
+
+install_standin()
 
 
 @pytest.fixture(scope="session")

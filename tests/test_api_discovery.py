@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.runtime.api import RECORD, pick_port, port_free
+from prefect_hcs.testing.synthetic import make_plate
 
 pytestmark = pytest.mark.server
 BIN = Path(sys.executable).parent

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from prefect_hcs.errors import UserFacingError
-from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.runtime.compile import compile_from_parameters
+from prefect_hcs.testing.omero_standin import standin_host
+from prefect_hcs.testing.synthetic import make_plate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,7 +130,7 @@ def case_output_holds_other_plate(tmp: Path, server) -> str:
 
 def _standin(tmp: Path):
     from prefect_hcs.formats.detect import open_plate
-    from prefect_hcs.storage.omero_standin import StandinServer
+    from prefect_hcs.testing.omero_standin import StandinServer
 
     server = StandinServer.create(tmp / "omero")
     server.add_user("alice", group="lab")
@@ -141,13 +142,13 @@ def _standin(tmp: Path):
 
 def case_omero_plate_missing(tmp: Path, _server) -> str:
     _standin(tmp)
-    opts = {"standin_dir": str(tmp / "omero"), "user": "alice", "group": "lab"}
+    opts = {"host": standin_host(str(tmp / "omero")), "user": "alice", "group": "lab"}
     return _compile_error("omero://plate_999", "demo", None, None, opts)
 
 
 def case_omero_plate_other_group(tmp: Path, _server) -> str:
     _, plate_id = _standin(tmp)
-    opts = {"standin_dir": str(tmp / "omero"), "user": "bob", "group": "other"}
+    opts = {"host": standin_host(str(tmp / "omero")), "user": "bob", "group": "other"}
     return _compile_error(f"omero://plate_{plate_id}", "demo", None, None, opts)
 
 
@@ -155,7 +156,7 @@ def case_omero_wrong_password(tmp: Path, _server) -> str:
     from prefect_hcs.storage.plates import discover_plate
 
     _, plate_id = _standin(tmp)
-    opts = {"standin_dir": str(tmp / "omero"), "user": "carol", "password": "wrong-password"}
+    opts = {"host": standin_host(str(tmp / "omero")), "user": "carol", "password": "wrong-password"}
     with pytest.raises(UserFacingError) as info:
         discover_plate(f"omero://plate_{plate_id}", opts)
     assert "wrong-password" not in str(info.value)

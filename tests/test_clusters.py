@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import yaml
 
-from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.formats.validate_zarr import validate_plate
 from prefect_hcs.runtime import io as hio
+from prefect_hcs.testing.synthetic import make_plate
 
 pytestmark = pytest.mark.server
 BIN = Path(sys.executable).parent

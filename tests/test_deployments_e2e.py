@@ -25,11 +25,12 @@ import pytest
 import yaml
 from helpers import wait_for_task_runs
 
-from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.formats.validate_zarr import validate_plate
 from prefect_hcs.runtime import io as hio
 from prefect_hcs.runtime.compile import compile_from_parameters
 from prefect_hcs.runtime.flow import fingerprint_rows, fingerprints_key
+from prefect_hcs.testing.omero_standin import standin_host
+from prefect_hcs.testing.synthetic import make_plate
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -248,14 +249,14 @@ def test_seed_scenario_omero_plate_through_the_deployment(served: Served, tmp_pa
     is written to any local folder (not next to the source, not in the worker's cwd, no /omero)."""
     from prefect_hcs.formats.detect import open_plate
     from prefect_hcs.storage.omero_fs import OmeroFileSystem
-    from prefect_hcs.storage.omero_standin import StandinServer
+    from prefect_hcs.testing.omero_standin import StandinServer
 
     source = _small_plate(tmp_path / "Src", ["A01", "B02"], seed=23)
     omero_dir = tmp_path / "omero"
     server = StandinServer.create(omero_dir)
     server.add_user("alice", group="lab")
     plate_id = server.import_plate_from_layout(open_plate(source), group="lab", owner="alice")
-    opts = {"standin_dir": str(omero_dir), "user": "alice", "group": "lab"}
+    opts = {"host": standin_host(str(omero_dir)), "user": "alice", "group": "lab"}
     url = f"omero://plate_{plate_id}"
     g = _save_block(
         "global", "e2e-omero-global", {"vfs_config": {"materialization_backend": "omero"}}
@@ -442,7 +443,7 @@ def test_screen_with_a_corrupt_plate_and_a_blipping_omero_plate(
     """Issue 6: one plate fails fast (corrupt file, no retries); one hits transient OMERO drops
     that are retried automatically and completes; the screen reports both."""
     from prefect_hcs.formats.detect import open_plate
-    from prefect_hcs.storage.omero_standin import StandinServer
+    from prefect_hcs.testing.omero_standin import StandinServer
 
     corrupt = _small_plate(tmp_path / "Corrupt", ["A01", "A02"], seed=31)
     victim = sorted(Path(corrupt).rglob("*_A02_s2_w1*.tif"))[0]
@@ -453,7 +454,12 @@ def test_screen_with_a_corrupt_plate_and_a_blipping_omero_plate(
     plate_id = standin.import_plate_from_layout(open_plate(source), group="lab")
     omero_url = f"omero://plate_{plate_id}"
     # the filesystem gives up at once, so each drop fails a task attempt that Prefect retries
-    opts = {"standin_dir": str(tmp_path / "omero"), "user": "alice", "group": "lab", "retries": 0}
+    opts = {
+        "host": standin_host(str(tmp_path / "omero")),
+        "user": "alice",
+        "group": "lab",
+        "retries": 0,
+    }
     standin.inject_fault("read_plane", times=2)
     g = tmp_path / "g.yaml"
     g.write_text("num_workers: 1\nexecution_config: {retries: 3, retry_delay_seconds: 0.2}\n")

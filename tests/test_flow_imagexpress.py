@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from prefect_hcs.formats.synthetic_imagexpress import MIXED_CHANNELS, make_imagexpress_plate
 from prefect_hcs.formats.validate_zarr import validate_plate
+from prefect_hcs.testing.synthetic_imagexpress import MIXED_CHANNELS, make_imagexpress_plate
 
 pytestmark = pytest.mark.server
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from helpers import wait_for_task_runs
 
-from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.formats.validate_zarr import validate_plate
 from prefect_hcs.runtime import io as hio
+from prefect_hcs.testing.synthetic import make_plate
 
 pytestmark = pytest.mark.server
 WELLS = ["A01", "A02", "B01", "B02"]

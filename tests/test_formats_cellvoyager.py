@@ -16,7 +16,7 @@ import fsspec
 import pytest
 
 from prefect_hcs.formats import PlateError, open_plate, read_plane
-from prefect_hcs.formats.synthetic_cellvoyager import make_cellvoyager_plate
+from prefect_hcs.testing.synthetic_cellvoyager import make_cellvoyager_plate
 
 WELLS = ["B02", "C03"]
 

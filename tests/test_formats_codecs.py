@@ -8,7 +8,7 @@ import pytest
 import tifffile
 
 from prefect_hcs.formats import PlateError, open_plate
-from prefect_hcs.formats.generators import make_any_plate
+from prefect_hcs.testing.generators import make_any_plate
 
 
 def _set_compression_tag(path: Path, code: int) -> None:

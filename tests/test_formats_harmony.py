@@ -18,7 +18,7 @@ import pytest
 import tifffile
 
 from prefect_hcs.formats import PlateError, open_plate, read_plane
-from prefect_hcs.formats.synthetic_harmony import make_harmony_plate
+from prefect_hcs.testing.synthetic_harmony import make_harmony_plate
 
 WELLS = ["B02", "C03"]
 

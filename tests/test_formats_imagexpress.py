@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from prefect_hcs.formats import PlateError, make_plate, open_imagexpress, open_plate, read_plane
+from prefect_hcs.formats import PlateError, open_imagexpress, open_plate, read_plane
 from prefect_hcs.formats.imagexpress import parse_filename
+from prefect_hcs.testing.synthetic import make_plate
 
 GUID = "07447158-AC76-4844-8431-E6A954BD1174"
 

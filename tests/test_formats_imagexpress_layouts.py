@@ -14,7 +14,7 @@ import pytest
 import tifffile
 
 from prefect_hcs.formats import PlateError, open_plate, read_plane
-from prefect_hcs.formats.synthetic_imagexpress import (
+from prefect_hcs.testing.synthetic_imagexpress import (
     MIXED_CHANNELS,
     IxChannel,
     make_imagexpress_plate,

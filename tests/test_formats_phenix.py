@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from prefect_hcs.formats import PlateError, make_plate, open_phenix, open_plate, read_plane
+from prefect_hcs.formats import PlateError, open_phenix, open_plate, read_plane
 from prefect_hcs.formats.phenix import raster_sites
+from prefect_hcs.testing.synthetic import make_plate
 
 # Centre-first snake over a 2 x 3 grid: field -> (row, col), row 0 on top.
 FIELDS_2x3 = {1: (0, 1), 2: (0, 0), 3: (0, 2), 4: (1, 2), 5: (1, 1), 6: (1, 0)}

@@ -10,7 +10,8 @@ import pytest
 from scipy import ndimage
 from skimage import filters, measure
 
-from prefect_hcs.formats import make_plate, open_plate, phenix_field_order, read_plane, site_grid
+from prefect_hcs.formats import open_plate, read_plane
+from prefect_hcs.testing.synthetic import make_plate, phenix_field_order, site_grid
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.processing.catalog import render_markdown
+from prefect_hcs.testing.synthetic import make_plate
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,8 +21,8 @@ import pytest
 import tifffile
 
 from prefect_hcs.errors import UserFacingError
-from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.runtime.compile import compile_from_parameters
+from prefect_hcs.testing.synthetic import make_plate
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("prefect-hcs"))

@@ -16,8 +16,8 @@ import pytest
 
 from prefect_hcs.formats import PlateError, open_plate
 from prefect_hcs.formats.paths import inside_root
-from prefect_hcs.formats.synthetic_cellvoyager import make_cellvoyager_plate
-from prefect_hcs.formats.synthetic_harmony import make_harmony_plate
+from prefect_hcs.testing.synthetic_cellvoyager import make_cellvoyager_plate
+from prefect_hcs.testing.synthetic_harmony import make_harmony_plate
 
 FIRST = "r01c01f01p01-ch1sk1fk1fl1.tiff"
 

@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 
 from prefect_hcs.formats.omezarr import OmeZarrPlateWriter, read_well_image
-from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.formats.validate_zarr import validate_plate
 from prefect_hcs.runtime.lease import (
     LEASE_NAME,
@@ -32,6 +31,7 @@ from prefect_hcs.runtime.lease import (
     OutputLease,
     read_lease,
 )
+from prefect_hcs.testing.synthetic import make_plate
 
 pytestmark = pytest.mark.server
 

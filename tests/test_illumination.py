@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tifffile
 
-from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.processing import InvalidKwargsError, validate_kwargs
 from prefect_hcs.processing.illumination import estimate_flatfield, illumination_correct
+from prefect_hcs.testing.synthetic import make_plate
 
 DARK = 100.0
 PIPELINE = """

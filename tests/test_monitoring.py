@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 
 from prefect_hcs.formats.layout import well_id
-from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.runtime import artifacts, thumbnails
 from prefect_hcs.runtime import io as hio
 from prefect_hcs.runtime.monitoring import (
@@ -36,6 +35,7 @@ from prefect_hcs.runtime.monitoring import (
     redact_url,
     slug,
 )
+from prefect_hcs.testing.synthetic import make_plate
 
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 WELLS_96 = [well_id(r, c) for r in range(8) for c in range(12)]

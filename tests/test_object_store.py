@@ -20,8 +20,8 @@ import pytest
 from s3_server import start_s3_server
 
 from prefect_hcs.formats.omezarr import read_well_image
-from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.formats.validate_zarr import validate_plate
+from prefect_hcs.testing.synthetic import make_plate
 
 pytestmark = pytest.mark.server
 WELLS = ["A01", "A02", "B01", "B02"]

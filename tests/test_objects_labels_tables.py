@@ -137,8 +137,8 @@ def test_demo_objects_writes_ngff_labels_and_object_tables_inside_the_plate(
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Label, Reader
 
-    from prefect_hcs.formats.synthetic import make_plate
     from prefect_hcs.runtime.flow import process_plate
+    from prefect_hcs.testing.synthetic import make_plate
 
     plate = tmp_path / "Obj"
     truth = make_plate(

@@ -22,7 +22,7 @@ import pytest
 from fsspec.tests import abstract
 
 from prefect_hcs.storage.omero_fs import OmeroFileSystem
-from prefect_hcs.storage.omero_standin import StandinServer
+from prefect_hcs.testing.omero_standin import StandinServer, standin_host
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,10 @@ class OmeroFixtures(abstract.AbstractFixtures):
     def fs(self, _standin: tuple[str, int]) -> OmeroFileSystem:
         directory, _ = _standin
         return OmeroFileSystem(
-            standin_dir=directory, user="alice", password="pw-alice", skip_instance_cache=True
+            host=standin_host(directory),
+            user="alice",
+            password="pw-alice",
+            skip_instance_cache=True,
         )
 
     @pytest.fixture
@@ -81,7 +84,7 @@ def test_suite_ran_against_annotations(tmp_path) -> None:  # type: ignore[no-unt
     server = StandinServer.create(tmp_path)
     server.add_user("alice", "pw", group="lab")
     plate_id = server.add_plate("p", "lab", {"A01": [np.zeros((1, 1, 1, 4, 4), "uint8")]})
-    fs = OmeroFileSystem(standin_dir=str(tmp_path), user="alice", password="pw")
+    fs = OmeroFileSystem(host=standin_host(str(tmp_path)), user="alice", password="pw")
     fs.pipe(f"plate_{plate_id}/outputs/x/y.bin", b"abc")
     counts = server.counts()
     assert (counts["annotations"], counts["originalfiles"], counts["links"]) == (1, 1, 1)

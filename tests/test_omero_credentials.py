@@ -16,7 +16,7 @@ from prefect_hcs.blocks.omero_credentials import OmeroCredentials
 from prefect_hcs.storage.omero_errors import OmeroAuthError
 from prefect_hcs.storage.omero_fs import OmeroFileSystem
 from prefect_hcs.storage.omero_gateway import BlitzGatewayAdapter
-from prefect_hcs.storage.omero_standin import StandinAdapter, StandinServer
+from prefect_hcs.testing.omero_standin import StandinAdapter, StandinServer, standin_host
 
 SECRET = "Tr0ub4dor-and-3"
 
@@ -36,7 +36,8 @@ def test_block_metadata_and_field_descriptions() -> None:
     fields = OmeroCredentials.model_fields
     assert {"host", "port", "username", "password", "group", "secure"} <= set(fields)
     assert fields["port"].default == 4064 and fields["secure"].default is True
-    for name in ("host", "port", "username", "password", "group", "secure", "standin_dir"):
+    assert "standin_dir" not in fields  # a block cannot point a run at a test double
+    for name in ("host", "port", "username", "password", "group", "secure"):
         assert fields[name].description and fields[name].description.endswith("."), name
     assert "password" in OmeroCredentials.model_json_schema().get("secret_fields", ["password"])
 
@@ -60,7 +61,7 @@ def test_auth_failure_message_has_no_password(tmp_path: Path) -> None:
     _, plate_id = _standin(tmp_path)
     wrong = "wrong-" + SECRET
     creds = OmeroCredentials(
-        host="unused", username="alice", password=wrong, standin_dir=str(tmp_path / "omero")
+        username="alice", password=wrong, host=standin_host(str(tmp_path / "omero"))
     )
     with pytest.raises(OmeroAuthError) as info:
         creds.connect()
@@ -74,7 +75,7 @@ def test_auth_failure_message_has_no_password(tmp_path: Path) -> None:
 def test_connect_with_standin(tmp_path: Path) -> None:
     _, plate_id = _standin(tmp_path)
     creds = OmeroCredentials(
-        host="unused", username="alice", password=SECRET, standin_dir=str(tmp_path / "omero")
+        username="alice", password=SECRET, host=standin_host(str(tmp_path / "omero"))
     )
     adapter = creds.connect()
     assert isinstance(adapter, StandinAdapter)
@@ -95,7 +96,7 @@ def test_saved_block_name_is_all_a_worker_needs(prefect_server: str, tmp_path: P
 def _save_and_use_in_worker(tmp_path: Path) -> None:
     _, plate_id = _standin(tmp_path)
     creds = OmeroCredentials(
-        host="unused", username="alice", password=SECRET, standin_dir=str(tmp_path / "omero")
+        username="alice", password=SECRET, host=standin_host(str(tmp_path / "omero"))
     )
     creds.save("test-omero", overwrite=True)
     assert SECRET not in str(OmeroCredentials.load("test-omero"))

@@ -24,7 +24,7 @@ from prefect_hcs.storage.omero_errors import (
 )
 from prefect_hcs.storage.omero_fs import OmeroFileSystem
 from prefect_hcs.storage.omero_paths import OUTPUT_NS
-from prefect_hcs.storage.omero_standin import StandinServer
+from prefect_hcs.testing.omero_standin import StandinServer, standin_host
 
 PASSWORD = "pw-alice-7f3"
 
@@ -49,7 +49,7 @@ def standin(tmp_path: Path) -> dict:
     wells = {"A01": [_pixels(1), _pixels(2)], "B03": [_pixels(3), _pixels(4)]}
     plate = server.add_plate("screen-1", "lab", wells, channel_names=["DAPI", "GFP"])
     theirs = server.add_plate("private", "other-lab", {"A01": [_pixels(9)]})
-    opts = {"standin_dir": str(tmp_path / "omero"), "user": "alice", "password": PASSWORD}
+    opts = {"host": standin_host(str(tmp_path / "omero")), "user": "alice", "password": PASSWORD}
     return {"server": server, "plate": plate, "theirs": theirs, "wells": wells, "opts": opts}
 
 
@@ -287,7 +287,7 @@ def test_storage_options_need_one_connection_source(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="exactly one connection source"):
         OmeroFileSystem(skip_instance_cache=True)
     with pytest.raises(ValueError, match="user="):
-        OmeroFileSystem(standin_dir=str(tmp_path), skip_instance_cache=True)
+        OmeroFileSystem(host=standin_host(str(tmp_path)), skip_instance_cache=True)
 
 
 def test_gateway_option_uses_a_given_adapter(standin: dict) -> None:

@@ -28,14 +28,14 @@ import pytest
 from prefect_hcs.errors import UserFacingError
 from prefect_hcs.formats.detect import open_plate
 from prefect_hcs.formats.layout import well_id
-from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.pipeline.compiler import CompileError
 from prefect_hcs.runtime import io as hio
 from prefect_hcs.runtime.compile import compile_from_parameters
 from prefect_hcs.storage.omero_errors import OmeroAuthError
 from prefect_hcs.storage.omero_fs import OmeroFileSystem
 from prefect_hcs.storage.omero_plate import open_omero_plate
-from prefect_hcs.storage.omero_standin import DB_NAME, StandinServer
+from prefect_hcs.testing.omero_standin import DB_NAME, StandinServer, standin_host
+from prefect_hcs.testing.synthetic import make_plate
 
 WELLS = ["A01", "A02", "B01", "B02"]
 STEPS = ("project", "background", "normalize", "stitch", "count")
@@ -58,7 +58,7 @@ class Omero:
 
     @property
     def opts(self) -> dict[str, Any]:
-        return {"standin_dir": str(self.server.directory), "user": "alice", "group": "lab"}
+        return {"host": standin_host(str(self.server.directory)), "user": "alice", "group": "lab"}
 
     def fs(self, **extra: Any) -> OmeroFileSystem:
         return OmeroFileSystem(**{**self.opts, **extra})
@@ -157,8 +157,8 @@ def _table(url: str, opts: dict[str, Any] | None = None) -> list[dict[str, str]]
 def test_omero_plate_measures_the_same_as_the_disk_plate(
     prefect_server: str, omero: Omero, disk_plate: Path
 ) -> None:
+    from prefect_hcs.formats.arrays import fit_yx
     from prefect_hcs.formats.omezarr import read_well_image
-    from prefect_hcs.runtime.worker import fit_yx
 
     disk = _run(str(disk_plate))
     remote = _run(omero.url, storage_options=omero.opts)
@@ -442,11 +442,10 @@ def test_password_route_into_a_run(prefect_server: str, omero: Omero) -> None:
     tag = uuid.uuid4().hex[:8]
     for name, password in ((f"carol-{tag}", PASSWORD), (f"carol-wrong-{tag}", "x" + PASSWORD)):
         OmeroCredentials(
-            host="unused",
             username="carol",
             password=password,
             group="lab",
-            standin_dir=str(omero.server.directory),
+            host=standin_host(str(omero.server.directory)),
         ).save(name)
     plan = compile_from_parameters(
         omero.url, "demo", None, None, {"credentials_block": f"carol-{tag}"}
@@ -529,7 +528,7 @@ def test_paths_outside_the_scheme_are_refused(omero: Omero, path: str) -> None:
 
 # ------------------------------------------------------------------------ 5. `demo --omero`
 def test_prepare_omero_demo_is_idempotent(tmp_path: Path) -> None:
-    from prefect_hcs.runtime.omero_demo import describe_omero_outputs, prepare_omero_demo
+    from prefect_hcs.testing.omero_demo import describe_omero_outputs, prepare_omero_demo
 
     first = prepare_omero_demo(tmp_path / "demo", wells=("A01", "B02"), size=64)
     again = prepare_omero_demo(tmp_path / "demo", wells=("A01", "B02"), size=64)
@@ -537,7 +536,7 @@ def test_prepare_omero_demo_is_idempotent(tmp_path: Path) -> None:
     assert first["plate"].startswith("omero://plate_")
     assert StandinServer(first["standin_dir"]).counts()["plates"] == 1
     assert first["storage_options"] == {
-        "standin_dir": str((tmp_path / "demo" / "omero-standin").resolve()),
+        "host": standin_host(str((tmp_path / "demo" / "omero-standin").resolve())),
         "user": "demo",
         "group": "demo",
     }
@@ -556,7 +555,7 @@ def test_prepare_omero_demo_is_idempotent(tmp_path: Path) -> None:
 
 @pytest.mark.server
 def test_omero_demo_run_lists_its_annotations(prefect_server: str, tmp_path: Path) -> None:
-    from prefect_hcs.runtime.omero_demo import describe_omero_outputs, prepare_omero_demo
+    from prefect_hcs.testing.omero_demo import describe_omero_outputs, prepare_omero_demo
 
     demo = prepare_omero_demo(tmp_path / "demo", wells=("A01", "B02"), size=64)
     state = _run(

@@ -12,7 +12,7 @@ from prefect_hcs.storage.omero_errors import OmeroNotFound, OmeroPermissionDenie
 from prefect_hcs.storage.omero_fs import OmeroFileSystem
 from prefect_hcs.storage.omero_paths import PLATE_NS
 from prefect_hcs.storage.omero_plate import open_omero_plate
-from prefect_hcs.storage.omero_standin import StandinServer
+from prefect_hcs.testing.omero_standin import StandinServer, standin_host
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def server(tmp_path: Path) -> StandinServer:
 
 
 def _opts(server: StandinServer, user: str = "alice") -> dict:
-    return {"standin_dir": str(server.directory), "user": user, "password": "pw"}
+    return {"host": standin_host(str(server.directory)), "user": user, "password": "pw"}
 
 
 def _arrays(t: int, c: int, z: int, seed: int) -> np.ndarray:
@@ -99,7 +99,7 @@ def test_inconsistent_images_are_rejected(server: StandinServer) -> None:
 
 def test_import_imagexpress_plate_round_trips(server: StandinServer, tmp_path: Path) -> None:
     """A synthetic ImageXpress plate imported into the stand-in reads back plane for plane."""
-    synthetic = pytest.importorskip("prefect_hcs.formats.synthetic")
+    synthetic = pytest.importorskip("prefect_hcs.testing.synthetic")
     from prefect_hcs.formats.detect import read_plane
     from prefect_hcs.formats.imagexpress import open_imagexpress
 

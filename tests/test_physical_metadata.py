@@ -17,12 +17,12 @@ import prefect_hcs.processing  # noqa: F401 - registers functions
 from prefect_hcs.formats.layout import ChannelInfo, ImageRef, PlaneKey, PlateLayout
 from prefect_hcs.formats.omezarr import OmeZarrPlateWriter, open_store, read_well_image
 from prefect_hcs.formats.physical import channel_color, field_offsets_um
-from prefect_hcs.formats.synthetic import make_plate, phenix_field_order
 from prefect_hcs.formats.validate_zarr import validate_plate
 from prefect_hcs.pipeline.compiler import CompileError, compile_plate
 from prefect_hcs.pipeline.model import load_pipeline
 from prefect_hcs.processing.stitching import compute_tile_positions, stitch_tiles
 from prefect_hcs.runtime.worker import finalize_outputs, prepare_outputs, run_well_step
+from prefect_hcs.testing.synthetic import make_plate, phenix_field_order
 
 PX = 0.65
 BACKGROUND = {

@@ -14,8 +14,8 @@ import pytest
 from helpers import wait_for_task_runs
 
 from prefect_hcs.formats.omezarr import read_well_image
-from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.formats.validate_zarr import validate_plate
+from prefect_hcs.testing.synthetic import make_plate
 
 pytestmark = pytest.mark.server
 WELLS = ["A01", "A02", "A03", "A04", "B01", "B02", "B03", "B04"]

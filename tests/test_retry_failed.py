@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from prefect_hcs.formats.synthetic import make_plate
+from prefect_hcs.testing.synthetic import make_plate
 
 pytestmark = pytest.mark.server
 

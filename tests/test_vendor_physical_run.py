@@ -15,9 +15,9 @@ import zarr
 
 from prefect_hcs.formats import open_plate
 from prefect_hcs.formats.omezarr import open_store
-from prefect_hcs.formats.synthetic_cellvoyager import make_cellvoyager_plate
-from prefect_hcs.formats.synthetic_harmony import make_harmony_plate
 from prefect_hcs.formats.validate_zarr import validate_plate
+from prefect_hcs.testing.synthetic_cellvoyager import make_cellvoyager_plate
+from prefect_hcs.testing.synthetic_harmony import make_harmony_plate
 
 pytestmark = pytest.mark.server
 PER_SITE = {

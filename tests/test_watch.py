@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from prefect_hcs.errors import UserFacingError
-from prefect_hcs.formats.synthetic import make_plate
 from prefect_hcs.runtime.watch import (
     FileState,
     NoState,
@@ -23,6 +22,7 @@ from prefect_hcs.runtime.watch import (
     scan,
     watch_once,
 )
+from prefect_hcs.testing.synthetic import make_plate
 
 
 class FakeStarter:

@@ -1,8 +1,10 @@
 """Microscope formats: discover a plate's layout through any fsspec filesystem, read its planes.
 
 Knows nothing of Prefect. `open_plate` auto-detects ImageXpress (.HTD), Opera Phenix / Operetta
-(Harmony Index.idx.xml / Index.xml) and Yokogawa CellVoyager (MeasurementData.mlf) plates;
-`make_plate` and `generators.make_any_plate` write synthetic ones.
+(Harmony Index.idx.xml / Index.xml) and Yokogawa CellVoyager (MeasurementData.mlf) plates. Each
+vendor module registers its `handlers.PlateHandler` when imported, and this package imports them
+all, so `detect`/`open_plate` see every vendor. Synthetic plates for tests and the demo are made
+by `prefect_hcs.testing` (`synthetic.make_plate`, `generators.make_any_plate`).
 """
 
 from prefect_hcs.formats.cellvoyager import open_cellvoyager
@@ -21,7 +23,6 @@ from prefect_hcs.formats.layout import (
     PlateLayout,
 )
 from prefect_hcs.formats.phenix import open_phenix
-from prefect_hcs.formats.synthetic import make_plate, phenix_field_order, site_grid
 from prefect_hcs.formats.wells import WellId, WellIdError, split_well, well_id
 
 __all__ = [
@@ -32,16 +33,13 @@ __all__ = [
     "WellId",
     "WellIdError",
     "detect_format",
-    "make_plate",
     "open_cellvoyager",
     "open_imagexpress",
     "open_phenix",
     "open_plate",
-    "phenix_field_order",
     "read_plane",
     "read_tiff",
     "read_tiff_header",
-    "site_grid",
     "split_well",
     "well_id",
 ]

@@ -29,22 +29,25 @@ from prefect_hcs.formats.cellvoyager_xml import (
     parse_mlf,
     parse_mrf,
 )
-from prefect_hcs.formats.completeness import find_padded, plane_completeness
-from prefect_hcs.formats.detect import (
-    display,
-    list_names,
-    listed,
-    plate_sort_key,
-    read_tiff_header,
-    resolve,
-)
+from prefect_hcs.formats.codecs import with_codec_check
+from prefect_hcs.formats.completeness import find_padded, plane_completeness, plate_sort_key
+from prefect_hcs.formats.fsio import display, list_names, listed, resolve
+from prefect_hcs.formats.handlers import Evidence, register
 from prefect_hcs.formats.harmony_sites import remap_fields
 from prefect_hcs.formats.layout import ChannelInfo, ImageRef, PlateError, PlateLayout, split_well
 from prefect_hcs.formats.layout import well_id as make_well_id
 from prefect_hcs.formats.paths import ensure_inside, existing_files, join_inside
 from prefect_hcs.formats.plate_bounds import check_in_plate
+from prefect_hcs.formats.tiff import read_tiff_header
 
-__all__ = ["FILENAME_RE", "MLF_NAME", "MRF_NAME", "find_mlf", "open_cellvoyager"]
+__all__ = [
+    "FILENAME_RE",
+    "MLF_NAME",
+    "MRF_NAME",
+    "CellVoyagerHandler",
+    "find_mlf",
+    "open_cellvoyager",
+]
 
 MLF_NAME = "MeasurementData.mlf"
 MRF_NAME = "MeasurementDetail.mrf"
@@ -140,16 +143,16 @@ def _channel_info(detail: MeasurementDetail, records: list[dict[str, Any]]) -> d
 
 
 def _pixel_size(detail: MeasurementDetail, where: str, warnings: list[str]) -> float | None:
-    sizes = [xy for xy in detail.pixel_um.values() if xy[0]]
+    sizes = [x for x, _ in detail.pixel_um.values() if x]
     if not sizes:
         warnings.append(
             f"{where}/{MRF_NAME} gives no pixel size (no bts:HorizontalPixelDimension): the "
             "output will carry no physical scale"
         )
         return None
-    if len({round(x, 6) for x, _ in sizes}) > 1:
+    if len({round(x, 6) for x in sizes}) > 1:
         warnings.append(f"{where}: channels have different pixel sizes; using channel 1's")
-    return round(sizes[0][0], 6)
+    return round(sizes[0], 6)
 
 
 def open_cellvoyager(
@@ -235,3 +238,22 @@ def _layout(
         absent=absent,
         padded=find_padded(fs, images, sizes),
     )
+
+
+class CellVoyagerHandler:
+    """Yokogawa CellVoyager CV7000/CV8000 measurements: recognised by ``MeasurementData.mlf``."""
+
+    name = "cellvoyager"
+
+    def detect(self, fs: AbstractFileSystem, root: str) -> Evidence:
+        """METADATA when the measurement list is in the folder."""
+        return Evidence.METADATA if find_mlf(fs, root) is not None else Evidence.NONE
+
+    def open(
+        self, url: str, storage_options: dict[str, Any] | None, fs: AbstractFileSystem
+    ) -> PlateLayout:
+        """`open_cellvoyager`, then one decoded plane per TIFF compression (`with_codec_check`)."""
+        return with_codec_check(fs, open_cellvoyager(url, storage_options, fs=fs))
+
+
+register(CellVoyagerHandler())

@@ -12,10 +12,10 @@ from __future__ import annotations
 import tifffile
 from fsspec.spec import AbstractFileSystem
 
-from prefect_hcs.formats.detect import check_decodable
 from prefect_hcs.formats.layout import ImageRef, PlateLayout
+from prefect_hcs.formats.tiff import check_decodable
 
-__all__ = ["verify_codecs"]
+__all__ = ["verify_codecs", "with_codec_check"]
 
 _PER_COMPRESSION = 3
 
@@ -55,3 +55,10 @@ def verify_codecs(fs: AbstractFileSystem, layout: PlateLayout) -> list[str]:
             if len(paths) < _PER_COMPRESSION:
                 paths.append(ref.path)
     return check_decodable(fs, by_compression)
+
+
+def with_codec_check(fs: AbstractFileSystem, layout: PlateLayout) -> PlateLayout:
+    """`layout` with `verify_codecs`'s warnings added (PlateError when a codec is missing)."""
+    if more := verify_codecs(fs, layout):
+        layout = layout.model_copy(update={"warnings": (*layout.warnings, *more)})
+    return layout

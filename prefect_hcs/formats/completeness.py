@@ -22,7 +22,7 @@ from fsspec.spec import AbstractFileSystem
 
 from prefect_hcs.formats.layout import ImageRef, PlaneKey, PlateError, split_well
 
-__all__ = ["find_padded", "plane_completeness"]
+__all__ = ["find_padded", "plane_completeness", "plate_sort_key"]
 
 _HEAD_BYTES = 16 * 1024
 _SHOWN = 10
@@ -110,7 +110,7 @@ def plane_completeness(
             f"{_listed(shown)}.{hint} Re-export the plate, or drop the incomplete wells."
         )
     if axes is None:
-        axes = tuple({getattr(r, a) for r in images} for a in ("channel", "z", "timepoint"))
+        axes = ({r.channel for r in images}, {r.z for r in images}, {r.timepoint for r in images})
     return _absent(fields, acquired, axes)
 
 
@@ -178,3 +178,9 @@ def find_padded(
                 same.sort(key=lambda r: (r.projection is None, r.timepoint, r.z))
                 padded += [r.path for r in same[1:]]
     return tuple(sorted(padded))
+
+
+def plate_sort_key(ref: ImageRef) -> tuple[int, int, int, int, int, int]:
+    """Stable plane order: well (row, column), site, timepoint, channel, z."""
+    row, col = split_well(ref.well)
+    return (row, col, ref.site, ref.timepoint, ref.channel, ref.z)

@@ -15,16 +15,16 @@ would allocate that much. Two guards:
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from typing import IO
+from collections.abc import Sequence
 
-import tifffile
 from fsspec.spec import AbstractFileSystem
 
+from prefect_hcs.formats.fsio import display
 from prefect_hcs.formats.layout import ImageRef, PlateError
+from prefect_hcs.formats.tiff import check_header, quiet_tifffile, read_tiff_header
+
+__all__ = ["SAMPLE_SIZE", "check_header", "header_sample_problems", "quiet_tifffile", "sample_refs"]
 
 #: Headers read by `plan` per plate (the rest are checked when each plane is read).
 SAMPLE_SIZE = 16
@@ -42,8 +42,6 @@ def header_sample_problems(
     fs: AbstractFileSystem, images: Sequence[ImageRef], n: int = SAMPLE_SIZE
 ) -> list[str]:
     """One problem per sampled plane whose header shape or dtype differs from the majority."""
-    from prefect_hcs.formats.detect import display, read_tiff_header
-
     headers = {}
     with quiet_tifffile():
         for ref in sample_refs(images, n):
@@ -65,38 +63,6 @@ def header_sample_problems(
                 "from another acquisition: replace it or re-export the plate"
             )
     return problems
-
-
-def check_header(fh: IO[bytes], where: str, expect_shape: tuple[int, int]) -> None:
-    """Raise `PlateError` if the TIFF open in `fh` declares another plane shape (reads the header
-    only; leaves `fh` at its start)."""
-    try:
-        with quiet_tifffile(), tifffile.TiffFile(fh) as tif:
-            shape = tuple(int(n) for n in tif.pages.first.shape if n != 1) or (1, 1)
-    except Exception:
-        fh.seek(0)
-        return  # undecodable: the reader reports it as corrupt, with the file size
-    fh.seek(0)
-    if len(shape) == 1:
-        shape = (1, shape[0])
-    if tuple(shape) != tuple(expect_shape):
-        raise PlateError(
-            f"TIFF header of {where} claims a {_size(shape)} plane, but the plate's planes are "
-            f"{_size(expect_shape)}; refused before reading its pixels. The file is damaged or "
-            "from another acquisition: replace it and retry the plate"
-        )
-
-
-@contextlib.contextmanager
-def quiet_tifffile() -> Iterator[None]:
-    """Keep tifffile's warnings about the damaged files we are refusing off the console."""
-    logger = logging.getLogger("tifffile")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _size(shape: Sequence[int]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fsspec.spec import AbstractFileSystem
 
-from prefect_hcs.formats.detect import list_names
+from prefect_hcs.formats.fsio import list_names
 
 __all__ = ["describe_foreign"]
 

@@ -25,8 +25,9 @@ from typing import Any
 
 from fsspec.spec import AbstractFileSystem
 
-from prefect_hcs.formats.completeness import find_padded, plane_completeness
-from prefect_hcs.formats.detect import check_decodable, display, listed, plate_sort_key, resolve
+from prefect_hcs.formats.completeness import find_padded, plane_completeness, plate_sort_key
+from prefect_hcs.formats.fsio import display, listed, resolve
+from prefect_hcs.formats.handlers import Evidence, register
 from prefect_hcs.formats.imagexpress_htd import (
     Htd,
     find_htd,
@@ -34,13 +35,20 @@ from prefect_hcs.formats.imagexpress_htd import (
     read_htd,
     well_warnings,
 )
-from prefect_hcs.formats.imagexpress_scan import Found, Scan, parse_filename, scan_plate
+from prefect_hcs.formats.imagexpress_scan import (
+    Found,
+    Scan,
+    looks_like_metaxpress,
+    parse_filename,
+    scan_plate,
+)
 from prefect_hcs.formats.layout import ChannelInfo, ImageRef, PlateError, PlateLayout, split_well
 from prefect_hcs.formats.metaseries import PlaneMeta, read_plane_meta
 from prefect_hcs.formats.paths import ensure_inside
 from prefect_hcs.formats.plate_bounds import check_in_plate
+from prefect_hcs.formats.tiff import check_decodable
 
-__all__ = ["find_htd", "open_imagexpress", "parse_filename"]
+__all__ = ["ImageXpressHandler", "find_htd", "open_imagexpress", "parse_filename"]
 
 
 class _Headers:
@@ -189,16 +197,19 @@ def _grid_from_stage(
     sites: tuple[int, ...], fields: dict[tuple[str, int], PlaneMeta], well: str
 ) -> tuple[int, int] | None:
     """(rows, cols) from the distinct stage X and Y of one well's sites, if they form a raster."""
-    pos = {s: fields.get((well, s)) for s in sites}
-    if any(m is None or m.stage_x_um is None or m.stage_y_um is None for m in pos.values()):
-        return None
-    xs = sorted({round(m.stage_x_um, 1) for m in pos.values()})  # type: ignore[union-attr]
-    ys = sorted({round(m.stage_y_um, 1) for m in pos.values()})  # type: ignore[union-attr]
+    pos: dict[int, tuple[float, float]] = {}  # site: (y, x) rounded to 0.1 µm
+    for s in sites:
+        m = fields.get((well, s))
+        if m is None or m.stage_x_um is None or m.stage_y_um is None:
+            return None
+        pos[s] = (round(m.stage_y_um, 1), round(m.stage_x_um, 1))
+    xs = sorted({x for _, x in pos.values()})
+    ys = sorted({y for y, _ in pos.values()})
     if len(xs) * len(ys) != len(sites) or list(sites) != list(range(1, len(sites) + 1)):
         return None
-    for s, m in pos.items():
+    for s, yx in pos.items():
         r, c = divmod(s - 1, len(xs))
-        if (round(m.stage_y_um, 1), round(m.stage_x_um, 1)) != (ys[r], xs[c]):  # type: ignore[union-attr]
+        if yx != (ys[r], xs[c]):
             return None
     return len(ys), len(xs)
 
@@ -473,3 +484,25 @@ def _scan_warnings(scan: Scan) -> list[str]:
             f"the folder wins: {listed(scan.conflicts)}"
         )
     return out
+
+
+class ImageXpressHandler:
+    """ImageXpress (MetaXpress) folders and exports: an ``.HTD``, or MetaXpress-named TIFFs."""
+
+    name = "imagexpress"
+
+    def detect(self, fs: AbstractFileSystem, root: str) -> Evidence:
+        """METADATA for an ``.HTD``; NAMES when only the TIFF names follow MetaXpress's pattern
+        (so a Harmony index or a CellVoyager ``.mlf`` beside such files wins)."""
+        if find_htd(fs, root) is not None:
+            return Evidence.METADATA
+        return Evidence.NAMES if looks_like_metaxpress(fs, root) else Evidence.NONE
+
+    def open(
+        self, url: str, storage_options: dict[str, Any] | None, fs: AbstractFileSystem
+    ) -> PlateLayout:
+        """`open_imagexpress` (it decodes one plane per compression from the headers it reads)."""
+        return open_imagexpress(url, storage_options, fs=fs)
+
+
+register(ImageXpressHandler())

@@ -19,7 +19,7 @@ import tifffile
 from fsspec.spec import AbstractFileSystem
 from tifffile.tifffile import metaseries_description_metadata
 
-from prefect_hcs.formats.detect import display
+from prefect_hcs.formats.fsio import display
 from prefect_hcs.formats.layout import PlateError
 
 _MICRONS = ("um", "µm", "micron", "microns", "micrometer")

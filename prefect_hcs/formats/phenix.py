@@ -22,23 +22,28 @@ from typing import Any
 from fsspec.spec import AbstractFileSystem
 
 from prefect_hcs.formats.acquisition import time_interval_s, z_spacing_um
-from prefect_hcs.formats.completeness import find_padded, plane_completeness
-from prefect_hcs.formats.detect import (
-    PHENIX_INDEX_NAMES,
-    display,
-    list_names,
-    listed,
-    plate_sort_key,
-    read_tiff_header,
-    resolve,
-)
+from prefect_hcs.formats.codecs import with_codec_check
+from prefect_hcs.formats.completeness import find_padded, plane_completeness, plate_sort_key
+from prefect_hcs.formats.fsio import display, list_names, listed, resolve
+from prefect_hcs.formats.handlers import Evidence, register
 from prefect_hcs.formats.harmony_index import HarmonyIndex, parse_harmony_index
 from prefect_hcs.formats.harmony_sites import STAGE_Y_UP, raster_sites, remap_fields
 from prefect_hcs.formats.layout import ImageRef, PlateError, PlateLayout, split_well, well_id
 from prefect_hcs.formats.paths import ensure_inside, existing_files, join_inside
 from prefect_hcs.formats.plate_bounds import check_in_plate
+from prefect_hcs.formats.tiff import read_tiff_header
 
-__all__ = ["FILENAME_RE", "STAGE_Y_UP", "find_index", "open_phenix", "raster_sites"]
+__all__ = [
+    "FILENAME_RE",
+    "INDEX_NAMES",
+    "STAGE_Y_UP",
+    "PhenixHandler",
+    "find_index",
+    "open_phenix",
+    "raster_sites",
+]
+
+INDEX_NAMES = ("Index.idx.xml", "Index.xml")
 
 # OpenHCS's Opera Phenix regex (row, column, field, plane, channel, sk = timepoint).
 FILENAME_RE = re.compile(
@@ -51,7 +56,7 @@ def find_index(fs: AbstractFileSystem, root: str) -> str | None:
     """Path of the Harmony index (``Images/`` first, then the plate folder), or None."""
     for folder in (f"{root}/Images", root):
         names = list_names(fs, folder)
-        for candidate in PHENIX_INDEX_NAMES:
+        for candidate in INDEX_NAMES:
             if names.get(candidate) == "file":
                 return f"{folder}/{candidate}"
     return None
@@ -110,7 +115,7 @@ def _unlisted_warnings(
 
 def _pixel_size(index: HarmonyIndex, where: str, warnings: list[str]) -> float | None:
     """The plate's pixel size (µm) from ImageResolutionX, wherever the version keeps it."""
-    sizes = {ch: xy for ch, xy in index.pixel_um.items() if xy[0]}
+    sizes = {ch: (x, y) for ch, (x, y) in index.pixel_um.items() if x}
     if not sizes:
         warnings.append(
             f"{where} gives no pixel size (no ImageResolutionX in <Images> or <Maps><Entry>): "
@@ -224,3 +229,22 @@ def open_phenix(
         absent=absent,
         padded=find_padded(fs, images, exists),
     )
+
+
+class PhenixHandler:
+    """Opera Phenix / Operetta (Harmony) exports: recognised by their index file."""
+
+    name = "phenix"
+
+    def detect(self, fs: AbstractFileSystem, root: str) -> Evidence:
+        """METADATA when a Harmony index is in the folder or its ``Images/``."""
+        return Evidence.METADATA if find_index(fs, root) is not None else Evidence.NONE
+
+    def open(
+        self, url: str, storage_options: dict[str, Any] | None, fs: AbstractFileSystem
+    ) -> PlateLayout:
+        """`open_phenix`, then one decoded plane per TIFF compression (`with_codec_check`)."""
+        return with_codec_check(fs, open_phenix(url, storage_options, fs=fs))
+
+
+register(PhenixHandler())

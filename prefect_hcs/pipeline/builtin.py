@@ -1,4 +1,7 @@
-"""Built-in pipelines, available by name (e.g. as a deployment parameter `pipeline: demo`).
+"""Built-in pipelines, fitted to the plate they run on.
+
+The pipelines themselves are data: YAML documents in `pipelines/`, loaded by name through
+`model.load_pipeline` (e.g. as a deployment parameter `pipeline: demo`).
 
 A built-in pipeline must plan on any valid plate, so `fit_to_plate` adapts it to the plate it
 runs on (with a plan warning for each change): no stitching where there is one site, where the
@@ -8,65 +11,22 @@ nuclei count on the first channel when the plate has no channel 1.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from prefect_hcs.formats.layout import PlateLayout
 from prefect_hcs.formats.physical import stage_positions
-from prefect_hcs.pipeline.model import Pipeline, Step
+from prefect_hcs.pipeline.model import Pipeline, builtin_pipeline
 from prefect_hcs.pipeline.physical import site_positions_px, stitch_metadata_problem
 
 
 def demo_pipeline() -> Pipeline:
     """Project z, remove background, normalize, stitch the sites, count nuclei in channel 1."""
-    return Pipeline(
-        name="demo",
-        description="Max-project z, top-hat background, normalize, stitch, count nuclei (ch 1).",
-        steps=(
-            Step(name="project", func="max_projection", variable_components=("z",)),
-            Step(
-                name="background",
-                func={"name": "tophat_background", "kwargs": {"radius": 15}},
-                variable_components=("site",),
-            ),
-            Step(
-                name="normalize",
-                func={"name": "percentile_normalize", "kwargs": {"low": 0.5, "high": 99.8}},
-                variable_components=("site",),
-            ),
-            Step(name="stitch", func="stitch_tiles", variable_components=("channel", "site")),
-            Step(
-                name="count",
-                func={"1": {"name": "count_nuclei", "kwargs": {"min_area": 20}}},
-                group_by="channel",
-                variable_components=("site",),
-            ),
-        ),
-    )
+    return builtin_pipeline("demo")
 
 
 def demo_objects_pipeline() -> Pipeline:
     """The demo, then `measure_objects`: a per-object table and NGFF nucleus labels per field."""
-    demo = demo_pipeline()
-    measure = Step(
-        name="measure",
-        func={"name": "measure_objects", "kwargs": {"min_area": 20}},
-        variable_components=("channel",),
-    )
-    return demo.model_copy(
-        update={
-            "name": "demo-objects",
-            "description": demo.description + " Then measure every nucleus in every channel.",
-            "steps": (*demo.steps, measure),
-        }
-    )
-
-
-BUILTIN_PIPELINES: dict[str, Callable[[], Pipeline]] = {
-    "demo": demo_pipeline,
-    "demo-objects": demo_objects_pipeline,
-}
+    return builtin_pipeline("demo-objects")
 
 
 def _stitch_skip_reason(layout: PlateLayout) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +27,9 @@ from prefect_hcs.config.documents import check_data_size, parse_document, read_d
 from prefect_hcs.config.layers import ConfigError, load_layer
 from prefect_hcs.errors import UserFacingError
 from prefect_hcs.pipeline.checks import identifier_problem
+
+#: Package folder (next to this module) holding the built-in pipelines as YAML documents.
+BUILTIN_FOLDER = "pipelines"
 
 Component = Literal["site", "channel", "z", "timepoint"]
 InputSource = Literal["previous_step", "pipeline_start"]
@@ -191,19 +195,35 @@ def pipeline_from_data(data: Any, origin: str = "pipeline") -> Pipeline:
         raise PipelineError(f"invalid pipeline ({origin}):\n" + "\n".join(lines)) from None
 
 
+def builtin_pipeline_names() -> tuple[str, ...]:
+    """Names of the built-in pipelines: the YAML documents shipped in `pipeline/pipelines/`."""
+    folder = resources.files("prefect_hcs.pipeline") / BUILTIN_FOLDER
+    return tuple(
+        sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    )
+
+
+def builtin_pipeline(name: str) -> Pipeline:
+    """The built-in pipeline `name` ('demo', 'demo-objects'), read from its shipped YAML."""
+    resource = resources.files("prefect_hcs.pipeline") / BUILTIN_FOLDER / f"{name}.yaml"
+    if not resource.is_file():
+        raise PipelineError(
+            f"unknown built-in pipeline {name!r}: use one of {', '.join(builtin_pipeline_names())}"
+        )
+    return pipeline_from_data(yaml.safe_load(resource.read_text()), f"built-in pipeline {name}")
+
+
 def load_pipeline(ref: str | dict[str, Any] | Pipeline | None) -> Pipeline:
     """A pipeline from: a built-in name ('demo'), a YAML/JSON file path, a YAML/JSON document
     string, a mapping, or a Pipeline. None → the demo pipeline."""
-    from prefect_hcs.pipeline.builtin import BUILTIN_PIPELINES
-
     if ref is None:
         ref = "demo"
     if isinstance(ref, Pipeline):
         return ref
     if isinstance(ref, dict):
         return pipeline_from_data(ref)
-    if ref in BUILTIN_PIPELINES:
-        return BUILTIN_PIPELINES[ref]()
+    if ref in builtin_pipeline_names():
+        return builtin_pipeline(ref)
     path = Path(ref)
     if len(ref) < 4096 and "\n" not in ref and path.suffix.lower() in (".yaml", ".yml", ".json"):
         if not path.is_file():
@@ -213,7 +233,7 @@ def load_pipeline(ref: str | dict[str, Any] | Pipeline | None) -> Pipeline:
         text, origin = ref, "pipeline document"
     else:
         raise PipelineError(
-            f"unknown pipeline {ref!r}: not a built-in ({', '.join(sorted(BUILTIN_PIPELINES))}), "
+            f"unknown pipeline {ref!r}: not a built-in ({', '.join(builtin_pipeline_names())}), "
             f"not a .yaml/.json file, not a YAML/JSON document"
         )
     try:

@@ -14,7 +14,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from prefect_hcs.errors import UserFacingError
 from prefect_hcs.pipeline.plan import PlatePlan
@@ -118,8 +118,16 @@ def _slurm_kwargs(plan: PlatePlan) -> tuple[dict[str, Any], int]:
         ) from None
     from prefect_hcs.blocks.slurm import HcsSlurmCluster
 
+    if not plan.slurm_cluster:
+        raise ClusterUnavailableError(
+            "execution_config.task_runner is 'slurm' but execution_config.slurm_cluster names no "
+            "hcs-slurm-cluster block"
+        )
     try:
-        block = HcsSlurmCluster.load(plan.slurm_cluster, _sync=True)
+        # `_sync=True` is consumed by Prefect's async_dispatch wrapper, which the signature of
+        # Block.load does not declare; it forces the synchronous load inside a flow's event loop.
+        loaded = HcsSlurmCluster.load(plan.slurm_cluster, _sync=True)  # type: ignore[call-arg]
+        block = cast(HcsSlurmCluster, loaded)
     except ValueError as exc:
         if "Unable to find block document" not in str(exc):
             raise

@@ -71,9 +71,9 @@ def write_well_labels(
     """
     if output.image_backend != "zarr" or not output.zarr_url:
         return []
+    from prefect_hcs.formats.arrays import fit_yx
     from prefect_hcs.formats.labels import write_labels
     from prefect_hcs.formats.omezarr import OmeZarrPlateWriter
-    from prefect_hcs.runtime.worker import fit_yx
 
     writer = OmeZarrPlateWriter(output.zarr_url, _zarr_options(output))
     t_n, _, z_n, s_n = data.array.shape[:4]

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from prefect_hcs.formats.arrays import fit_yx
 from prefect_hcs.formats.wells import WellId
 from prefect_hcs.pipeline.apply import AXES, WellData, apply_step, assemble_planes
 from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan, fingerprint_of
@@ -222,17 +223,6 @@ def _write_final(
 def zarr_options(output: OutputPlan) -> dict[str, Any]:
     """fsspec options for the output OME-Zarr plate (credentials resolved in this process)."""
     return fsspec_options(output.zarr_url or "", output.storage_options)
-
-
-def fit_yx(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Pad (zeros, bottom/right) or crop the last two axes to `shape`."""
-    y, x = array.shape[-2:]
-    ty, tx = shape
-    if (y, x) == (ty, tx):
-        return array
-    out = np.zeros(array.shape[:-2] + (ty, tx), dtype=array.dtype)
-    out[..., : min(y, ty), : min(x, tx)] = array[..., : min(y, ty), : min(x, tx)]
-    return out
 
 
 #: Steps finished in this process whose in-memory input was freed, by plan fingerprint. A task

@@ -15,11 +15,13 @@ annotation of the same path, name and namespace is deleted only after the new on
 
 Storage options (JSON-able, so they cross process boundaries; pick one connection source)::
 
-    {"credentials_block": "my-omero"}                      an OmeroCredentials block (real server)
-    {"standin_dir": "/tmp/omero", "user": "alice", "group": "lab"[, "password": "..."]}
-    {"credentials": OmeroCredentials(...)}  or  {"gateway": <OmeroAdapter>}    (in-process)
+    {"credentials_block": "my-omero"}                      an OmeroCredentials block (the usual way)
+    {"host": "omero.example.org", "user": "alice", "group": "lab"}   a login without a password
+    {"credentials": OmeroLogin(...) or OmeroCredentials(...)}  or  {"gateway": <OmeroAdapter>}
+                                                           (in-process only)
 
-plus ``retries`` (transient errors, default 3) and ``retry_delay`` (seconds). Extra keyword
+Logins become adapters through `prefect_hcs.storage.omero_login` (where tests and the demo install
+the OMERO stand-in; a configuration value alone never reaches it). plus ``retries`` (transient errors, default 3) and ``retry_delay`` (seconds). Extra keyword
 arguments (zarr passes ``asynchronous=True``) are accepted and ignored. fsspec caches one instance
 per argument set and thread, so connections live in a per-process registry keyed by the connection
 options (never by instance): every instance with the same options shares one session.
@@ -28,7 +30,6 @@ options (never by instance): every instance with the same options shares one ses
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import mimetypes
 import os
@@ -51,6 +52,12 @@ from prefect_hcs.storage.omero_gateway import (
     OmeroAdapter,
     PlateInfo,
     WellInfo,
+)
+from prefect_hcs.storage.omero_login import (
+    DEFAULT_PORT,
+    OmeroLogin,
+    gateway_factory,
+    login_from_block,
 )
 from prefect_hcs.storage.omero_paths import (
     OUTPUT_NS,
@@ -83,8 +90,9 @@ _SESSIONS: dict[tuple[int, str], _Session] = {}
 _SESSIONS_LOCK = threading.Lock()
 
 
-def _digest(secret: str | None) -> str:
-    return "" if secret is None else hashlib.sha256(secret.encode()).hexdigest()[:16]
+def _as_login(credentials: Any) -> OmeroLogin:
+    """An `OmeroLogin`, or an object that makes one (the `OmeroCredentials` block's ``login()``)."""
+    return credentials if isinstance(credentials, OmeroLogin) else credentials.login()
 
 
 class OmeroFileSystem(AbstractFileSystem):
@@ -99,28 +107,32 @@ class OmeroFileSystem(AbstractFileSystem):
         *,
         credentials_block: str | None = None,
         credentials: Any = None,
-        standin_dir: str | os.PathLike[str] | None = None,
+        host: str | None = None,
         user: str | None = None,
         password: str | None = None,
         group: str | None = None,
+        port: int = DEFAULT_PORT,
+        secure: bool = True,
         gateway: OmeroAdapter | None = None,
         retries: int = 3,
         retry_delay: float = 0.2,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        sources = [credentials_block, credentials, standin_dir, gateway]
+        sources = [credentials_block, credentials, host, gateway]
         if sum(s is not None for s in sources) != 1:
             raise ValueError(
                 "the omero filesystem needs exactly one connection source in its storage options: "
-                "credentials_block='<block name>' (an OmeroCredentials block), credentials=, "
-                "standin_dir='<stand-in folder>' with user=..., or gateway=<adapter>"
+                "credentials_block='<block name>' (an OmeroCredentials block), host='<server>' "
+                "with user='<name>', credentials=<OmeroLogin or OmeroCredentials>, or "
+                "gateway=<adapter>"
             )
-        if standin_dir is not None and not user:
-            raise ValueError("the omero stand-in needs user='<name>' in the storage options")
+        if host is not None and not user:
+            raise ValueError("an omero login by host needs user='<name>' in the storage options")
         self._credentials_block = credentials_block
-        self._credentials = credentials
-        self._standin = (os.fspath(standin_dir), user, password, group) if standin_dir else None
+        if host is not None:
+            credentials = OmeroLogin(host, str(user), password, port, group, secure)
+        self._login: OmeroLogin | None = _as_login(credentials) if credentials else None
         self._gateway = gateway
         self._own_session = _Session(gateway) if gateway is not None else None
         self.retries = retries
@@ -130,40 +142,26 @@ class OmeroFileSystem(AbstractFileSystem):
         return f"OmeroFileSystem({self._describe()})"
 
     def _describe(self) -> str:
-        if self._standin is not None:
-            return f"stand-in {self._standin[0]!r} as {self._standin[1]!r}"
         if self._credentials_block is not None:
             return f"credentials block {self._credentials_block!r}"
-        if self._credentials is not None:
-            c = self._credentials
-            return f"{c.username}@{c.host}:{c.port}"
+        if self._login is not None:
+            return self._login.describe()
         return repr(self._gateway)
 
     # -- connection ---------------------------------------------------------------------------
 
     def _key(self) -> str:
-        if self._standin is not None:
-            directory, user, password, group = self._standin
-            return f"standin|{os.path.abspath(directory)}|{user}|{group}|{_digest(password)}"
         if self._credentials_block is not None:
-            return f"block|{self._credentials_block}"
-        c = self._credentials
-        secret = c.password.get_secret_value() if c.password is not None else None
-        return f"creds|{c.host}|{c.port}|{c.username}|{c.group}|{c.secure}|{_digest(secret)}"
+            return f"block|{id(gateway_factory())}|{self._credentials_block}"
+        assert self._login is not None
+        return f"login|{self._login.key()}"
 
     def _make_adapter(self) -> OmeroAdapter:
-        if self._standin is not None:
-            from prefect_hcs.storage.omero_standin import StandinAdapter
-
-            directory, user, password, group = self._standin
-            assert user is not None
-            return StandinAdapter(directory, user, password, group=group)
-        from prefect_hcs.blocks.omero_credentials import OmeroCredentials
-
-        creds = self._credentials
-        if creds is None:
-            creds = OmeroCredentials.load(self._credentials_block)
-        return creds.adapter()
+        login = self._login
+        if login is None:
+            assert self._credentials_block is not None
+            login = login_from_block(self._credentials_block)
+        return login.adapter()
 
     def _session(self) -> _Session:
         if self._own_session is not None:

@@ -3,7 +3,7 @@
 `OmeroAdapter` is the protocol the ``omero`` filesystem and the plate handler use. Two
 implementations exist: `BlitzGatewayAdapter` over omero-py's ``BlitzGateway`` (below; omero-py is
 imported lazily, so the rest of prefect-hcs works without it) and the SQLite-backed stand-in in
-`prefect_hcs.storage.omero_standin` used by tests and demos.
+`prefect_hcs.testing.omero_standin` used by tests and demos.
 
 Every omero-py method, attribute and keyword the real adapter uses is listed in `OMERO_API`;
 ``tests/test_omero_contract.py`` checks, by reading omero-py's source with ``ast``, that the table

@@ -15,10 +15,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 from xml.sax.saxutils import escape, quoteattr
 
-from prefect_hcs.formats.detect import resolve
+from prefect_hcs.formats.fsio import resolve
 from prefect_hcs.formats.layout import split_well
-from prefect_hcs.formats.synthetic import _plate_dims
-from prefect_hcs.formats.synthetic_tiles import TileSpec, centre_offset_um, render_well, tiff_bytes
+from prefect_hcs.testing.synthetic import _plate_dims
+from prefect_hcs.testing.synthetic_tiles import TileSpec, centre_offset_um, render_well, tiff_bytes
 
 BTS = "http://www.yokogawa.co.jp/BTS/BTSSchema/1.0"
 CHANNELS = (  # target, laser nm, band-pass

@@ -8,7 +8,7 @@ CV8000 measurement folder (`synthetic_cellvoyager`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from prefect_hcs.formats.layout import PlateError
 
@@ -36,16 +36,15 @@ def make_any_plate(
             "(make_imagexpress_plate); cellvoyager takes none"
         )
     if format == "cellvoyager":
-        from prefect_hcs.formats.synthetic_cellvoyager import make_cellvoyager_plate
+        from prefect_hcs.testing.synthetic_cellvoyager import make_cellvoyager_plate
 
         return make_cellvoyager_plate(out_dir, **options)
     if format == "operetta" or variant is not None:
-        from prefect_hcs.formats.synthetic_harmony import make_harmony_plate
+        from prefect_hcs.testing.synthetic_harmony import make_harmony_plate
 
         instrument = "Operetta CLS" if format == "operetta" else "Phenix"
-        return make_harmony_plate(
-            out_dir, variant=variant or "v5", instrument=instrument, **options
-        )
-    from prefect_hcs.formats.synthetic import make_plate
+        harmony: Literal["v5", "v7"] = "v7" if variant == "v7" else "v5"  # checked above
+        return make_harmony_plate(out_dir, variant=harmony, instrument=instrument, **options)
+    from prefect_hcs.testing.synthetic import make_plate
 
-    return make_plate(out_dir, format=format, **options)
+    return make_plate(out_dir, format="phenix" if format == "phenix" else "imagexpress", **options)

@@ -1,6 +1,9 @@
 """An OMERO stand-in: OMERO's object model in a folder (SQLite + one .npy per image).
 
-There is no OMERO server here, so tests and ``prefect-hcs demo --omero`` use this instead. It keeps
+There is no OMERO server here, so tests and ``prefect-hcs demo --omero`` use this instead. It is a
+test double, outside the product: a process reaches it only after `install_standin` (tests do it
+in ``tests/conftest.py`` and, for the processes they start, ``tests/standin_site``; the demo
+calls it), which routes logins whose host is ``standin:<folder>`` to the stand-in in that folder. It keeps
 the parts of OMERO the plugin relies on: Plate -> Well (0-based row/column) -> WellSample -> Image
 -> Pixels (sizeZ/C/T/Y/X); FileAnnotation (OriginalFile path/name/size/mimetype) and MapAnnotation
 with namespaces, linked to Plates, Wells and Images; groups, users and passwords (a user reads only
@@ -12,6 +15,8 @@ half-written. Faults can be injected (stored in the database, so they reach othe
     server.add_user("alice", "secret", group="lab")
     plate_id = server.import_plate_from_layout(layout, group="lab")   # plate read from disk
     adapter = server.connect("alice", "secret")                        # an OmeroAdapter
+    install_standin()
+    fs = OmeroFileSystem(**standin_options("/tmp/omero", "alice", group="lab"))
 """
 
 from __future__ import annotations
@@ -42,12 +47,21 @@ from prefect_hcs.storage.omero_gateway import (
     AnnotationTarget,
     FileAnnotationInfo,
     ImageInfo,
+    OmeroAdapter,
     PlateInfo,
     WellInfo,
+)
+from prefect_hcs.storage.omero_login import (
+    GatewayFactory,
+    OmeroLogin,
+    gateway_factory,
+    install_gateway_factory,
 )
 from prefect_hcs.storage.omero_paths import PLATE_NS
 
 DB_NAME = "omero.sqlite"
+#: Host prefix of logins served by the stand-in once `install_standin` ran: ``standin:<folder>``.
+HOST_PREFIX = "standin:"
 FAULT_OPS = (
     "connect",
     "get_plate",
@@ -654,3 +668,51 @@ def _user_id(db: sqlite3.Connection, name: str) -> int:
     if row is None:
         raise ValueError(f"no OMERO user {name!r} in the stand-in: add it with add_user")
     return int(row[0])
+
+
+# -- the test-only hook ----------------------------------------------------------------------
+
+
+def standin_host(directory: str | os.PathLike[str]) -> str:
+    """The OMERO host name that means "the stand-in in `directory`" (after `install_standin`)."""
+    return HOST_PREFIX + os.path.abspath(directory)
+
+
+def standin_options(directory: str | os.PathLike[str], user: str, **extra: Any) -> dict[str, Any]:
+    """``omero://`` storage options logging in to the stand-in in `directory` as `user`.
+
+    `extra` adds ``group``, ``password``, ``retries`` and the like. JSON-able, so a run's
+    parameters can carry them to any process that ran `install_standin`.
+    """
+    return {"host": standin_host(directory), "user": user, **extra}
+
+
+class _StandinFactory:
+    """Serves ``standin:<folder>`` logins from the stand-in, every other login as before."""
+
+    def __init__(self, fallback: GatewayFactory) -> None:
+        self.fallback = fallback
+
+    def __call__(self, login: OmeroLogin) -> OmeroAdapter:
+        if not login.host.startswith(HOST_PREFIX):
+            return self.fallback(login)
+        directory = login.host[len(HOST_PREFIX) :]
+        return StandinAdapter(directory, login.username, login.password, group=login.group)
+
+
+def install_standin() -> None:
+    """Let this process reach OMERO stand-ins through ``standin:<folder>`` hosts (idempotent).
+
+    The one way in: nothing in the product calls it, so no configuration value (storage
+    options, a credentials block) can make a production process use a stand-in.
+    """
+    current = gateway_factory()
+    if not isinstance(current, _StandinFactory):
+        install_gateway_factory(_StandinFactory(current))
+
+
+def uninstall_standin() -> None:
+    """Undo `install_standin`: logins go to the factory that was there before it."""
+    current = gateway_factory()
+    if isinstance(current, _StandinFactory):
+        install_gateway_factory(current.fallback)

@@ -18,7 +18,7 @@ with a MetaSeries XML ImageDescription (Software ``MetaSeries``): pixel size, st
 acquisition time, illumination setting, wavelength, objective and, for projections, the
 ``Z Projection Method``. Exports pad a channel taken at a single plane (or only as a projection) with
 byte-identical copies in every ``ZStep_<z>``, as MetaXpress does. Pixels come from the same scene
-generator as `prefect_hcs.formats.synthetic` (blurred nuclei, jittered tiles, seeded per well).
+generator as `prefect_hcs.testing.synthetic` (blurred nuclei, jittered tiles, seeded per well).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
-from prefect_hcs.formats.detect import resolve
+from prefect_hcs.formats.fsio import resolve
 from prefect_hcs.formats.layout import split_well
-from prefect_hcs.formats.synthetic import (
+from prefect_hcs.testing.synthetic import (
     JITTER_PX,
     _guid,
     _htd_text,

@@ -1,7 +1,7 @@
 """What `prefect-hcs demo --omero` needs: a synthetic plate imported into an OMERO stand-in.
 
 There is no OMERO server here, so the demo puts a synthetic ImageXpress plate into the in-process
-stand-in (`prefect_hcs.storage.omero_standin`) and writes the two config layers of the user's seed
+stand-in (`prefect_hcs.testing.omero_standin`, installed in this process by `prepare_omero_demo`) and writes the two config layers of the user's seed
 bug: a global layer with ``vfs_config.materialization_backend: omero`` and a pipeline layer that
 enables checkpoints and leaves ``vfs_config`` unset. Running the demo pipeline with them must put
 every checkpoint, table and final image into OMERO as FileAnnotations and nothing on local disk.
@@ -47,14 +47,15 @@ def prepare_omero_demo(
     ``pipeline_config`` (YAML paths), plus ``standin_dir`` and ``ground_truth`` (the synthetic
     plate's truth, to compare nuclei counts).
     """
-    from prefect_hcs.storage.omero_standin import StandinServer
+    from prefect_hcs.testing.omero_standin import StandinServer, install_standin, standin_options
 
+    install_standin()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     disk_plate = out / PLATE_NAME
     truth = disk_plate / "ground_truth.json"
     if not truth.exists():
-        from prefect_hcs.formats.synthetic import make_plate
+        from prefect_hcs.testing.synthetic import make_plate
 
         make_plate(
             str(disk_plate),
@@ -83,7 +84,7 @@ def prepare_omero_demo(
     pipeline_config.write_text(PIPELINE_YAML)
     return {
         "plate": f"omero://plate_{plate_id}",
-        "storage_options": {"standin_dir": str(standin_dir), "user": USER, "group": GROUP},
+        "storage_options": standin_options(standin_dir, USER, group=GROUP),
         "global_config": str(global_config),
         "pipeline_config": str(pipeline_config),
         "standin_dir": str(standin_dir),
@@ -97,7 +98,7 @@ def _find_plate(standin_dir: Path, name: str, group: str) -> int | None:
     The adapter API (like OMERO's) addresses plates by id only, so this looks in the stand-in's
     own database, read-only.
     """
-    from prefect_hcs.storage.omero_standin import DB_NAME
+    from prefect_hcs.testing.omero_standin import DB_NAME
 
     uri = f"{(standin_dir / DB_NAME).as_uri()}?mode=ro"
     with closing(sqlite3.connect(uri, uri=True)) as db:

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import TypeVar
 
-from prefect_hcs.formats.detect import display, list_names, resolve
+from prefect_hcs.formats.fsio import display, list_names, resolve
 from prefect_hcs.formats.layout import PlateError
 
 #: Keys `make_plate` writes into ground_truth.json; together they mark a generated plate.

@@ -29,7 +29,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
-from prefect_hcs.formats.detect import resolve
+from prefect_hcs.formats.fsio import resolve
 from prefect_hcs.formats.layout import split_well
 
 JITTER_PX = 3

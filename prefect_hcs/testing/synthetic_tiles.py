@@ -16,8 +16,8 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
-from prefect_hcs.formats import synthetic as scene
 from prefect_hcs.formats.layout import split_well
+from prefect_hcs.testing import synthetic as scene
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ class TileSpec:
 
     @property
     def canvas_shape(self) -> tuple[int, int]:
+        """(height, width) of the well's scene: every tile plus the jitter margin on each side."""
         rows, cols = self.grid
         pad = 2 * scene.JITTER_PX
         return (pad + (rows - 1) * self.step + self.size, pad + (cols - 1) * self.step + self.size)

@@ -17,10 +17,10 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-from prefect_hcs.formats.detect import resolve
+from prefect_hcs.formats.fsio import resolve
 from prefect_hcs.formats.layout import split_well
-from prefect_hcs.formats.synthetic import _plate_dims, phenix_field_order
-from prefect_hcs.formats.synthetic_tiles import TileSpec, centre_offset_um, render_well, tiff_bytes
+from prefect_hcs.testing.synthetic import _plate_dims, phenix_field_order
+from prefect_hcs.testing.synthetic_tiles import TileSpec, centre_offset_um, render_well, tiff_bytes
 
 CHANNELS = (  # name, excitation nm, emission nm
     ("HOECHST 33342", 375, 456),
