@@ -19,7 +19,7 @@ from prefect_hcs.pipeline.paths import plan_paths
 from prefect_hcs.pipeline.plan import PLATE_TASKS, StepPlan
 from prefect_hcs.pipeline.resolution import resolve_layers
 from prefect_hcs.pipeline.shapes import check_pipeline
-from prefect_hcs.pipeline.urls import join_url, normal_url, parent_and_name
+from prefect_hcs.pipeline.urls import normal_url, parent_and_name
 
 DEMO = load_pipeline("demo")
 
@@ -166,7 +166,6 @@ def test_plan_paths_keeps_writes_inside_their_roots():
 
 
 def test_url_helpers():
-    assert join_url("s3://b/", "x", "", "/y/") == "s3://b/x/y"
     assert parent_and_name("s3://b/plates/P1/") == ("s3://b/plates", "P1")
     assert parent_and_name("P1") == (".", "P1")
     assert normal_url("file:///a/b/../c/") == "/a/c"

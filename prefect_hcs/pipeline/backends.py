@@ -13,13 +13,14 @@ from typing import Any
 
 from prefect_hcs.config.enums import Backend, TaskRunnerKind
 from prefect_hcs.config.resolver import ResolvedConfig
+from prefect_hcs.formats.fsio import join_url
 from prefect_hcs.formats.layout import PlateLayout
 from prefect_hcs.pipeline import checks
 from prefect_hcs.pipeline.execution import ExecutionTarget, execution_target
 from prefect_hcs.pipeline.model import Step
 from prefect_hcs.pipeline.resolution import Resolution
 from prefect_hcs.pipeline.shapes import PipelineCheck
-from prefect_hcs.pipeline.urls import join_url, normal_url, omero_plate_url, parent_and_name
+from prefect_hcs.pipeline.urls import normal_url, omero_plate_url, parent_and_name
 
 __all__ = ["Backends", "StepBackends", "choose_backends", "output_root"]
 

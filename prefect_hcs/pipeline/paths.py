@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from prefect_hcs.config.enums import Backend
+from prefect_hcs.formats.fsio import join_url
 from prefect_hcs.formats.wells import WellId
 from prefect_hcs.pipeline import checks
 from prefect_hcs.pipeline.backends import Backends
@@ -24,7 +25,7 @@ from prefect_hcs.pipeline.plan import InputPlane, OutputPlan, ZarrSettings
 from prefect_hcs.pipeline.plate_steps import PlateStepPlan, plan_plate_steps
 from prefect_hcs.pipeline.resolution import Resolution
 from prefect_hcs.pipeline.shapes import PipelineCheck
-from prefect_hcs.pipeline.urls import join_url, omero_plate_url, source_url
+from prefect_hcs.pipeline.urls import omero_plate_url, source_url
 from prefect_hcs.storage.object_store import inherit_output_options
 
 __all__ = ["PlannedPaths", "plan_paths"]

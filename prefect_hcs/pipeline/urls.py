@@ -1,4 +1,5 @@
-"""URL arithmetic the compiler needs: join, parent, normal form, a plane's full URL.
+"""URL arithmetic the compiler needs besides joining (`formats.fsio.join_url`): parent, normal
+form, a plane's full URL, an OMERO plate's URL.
 
 Plain strings in, plain strings out; fsspec URLs (``s3://b/k``), ``omero://`` virtual paths and
 local paths alike. Nothing here touches a filesystem.
@@ -10,13 +11,7 @@ import posixpath
 
 from prefect_hcs.formats.layout import PlateLayout
 
-__all__ = ["join_url", "normal_url", "omero_plate_url", "parent_and_name", "source_url"]
-
-
-def join_url(base: str, *parts: str) -> str:
-    """`base` and the non-empty `parts`, one ``/`` between each: ``join_url("s3://b/", "x")``."""
-    base = base.rstrip("/")
-    return "/".join([base, *[p.strip("/") for p in parts if p]])
+__all__ = ["normal_url", "omero_plate_url", "parent_and_name", "source_url"]
 
 
 def parent_and_name(url: str) -> tuple[str, str]:
