@@ -23,6 +23,7 @@ import math
 import posixpath
 import re
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import numpy as np
@@ -137,7 +138,11 @@ def _stack_text(stack: dict[str, int]) -> str:
 
 
 def partial_reshape_problem(
-    where: str, before: dict[str, Any], after: dict[str, Any], step_wells: set[str], wells: tuple
+    where: str,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    step_wells: AbstractSet[str],
+    wells: tuple,
 ) -> str | None:
     """A step that changes a well's fields or their size but applies to some wells only."""
     if before == after or set(wells) <= step_wells:

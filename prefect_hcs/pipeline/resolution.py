@@ -91,6 +91,7 @@ def wells_of_step(
     """(wells a step runs on and checkpoints, problems) from its two well filters."""
 
     def pick(section: str) -> frozenset[str]:
+        """The wells one filter section keeps."""
         mode = resolved.value(f"{section}.well_filter_mode")
         return frozenset(select_wells(wells, resolved.value(f"{section}.well_filter"), mode))
 
