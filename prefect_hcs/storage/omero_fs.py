@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import numpy as np
 import tifffile
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+from pydantic import SecretStr
 
 from prefect_hcs.formats.layout import well_id
 from prefect_hcs.storage.omero_errors import OmeroConnectionError
@@ -131,7 +132,8 @@ class OmeroFileSystem(AbstractFileSystem):
             raise ValueError("an omero login by host needs user='<name>' in the storage options")
         self._credentials_block = credentials_block
         if host is not None:
-            credentials = OmeroLogin(host, str(user), password, port, group, secure)
+            secret = SecretStr(password) if password is not None else None
+            credentials = OmeroLogin(host, str(user), secret, port, group, secure)
         self._login: OmeroLogin | None = _as_login(credentials) if credentials else None
         self._gateway = gateway
         self._own_session = _Session(gateway) if gateway is not None else None
