@@ -100,12 +100,9 @@ def _save_intermediate(
     data: WellData, inputs_fp: str, url: str, storage_options: dict[str, Any]
 ) -> None:
     buf = io.BytesIO()
-    np.savez(
-        buf,
-        array=data.array,
-        inputs_fp=np.asarray(inputs_fp),
-        **{f"coords_{a}": np.asarray(data.coords[a], dtype=np.int64) for a in AXES},
-    )
+    arrays: dict[str, Any] = {"array": data.array, "inputs_fp": np.asarray(inputs_fp)}
+    arrays |= {f"coords_{a}": np.asarray(data.coords[a], dtype=np.int64) for a in AXES}
+    np.savez(buf, **arrays)
     hio.write_bytes(url, buf.getvalue(), storage_options)
 
 
