@@ -65,9 +65,9 @@ Chain = tuple[FunctionCall, ...]
 
 
 def _registered_name(func: Callable[..., Any]) -> str:
-    from prefect_hcs.processing.registry import list_functions
+    from prefect_hcs.processing.registry import all_specs
 
-    for spec in list_functions():
+    for spec in all_specs():
         if spec.func is func:
             return spec.name
     name = getattr(func, "__name__", repr(func))
@@ -148,7 +148,7 @@ class Step(BaseModel):
     def chains(self) -> dict[str | None, Chain]:
         """{group value or None: chain}."""
         if isinstance(self.func, dict):
-            return dict(self.func)
+            return {key: chain for key, chain in self.func.items()}
         return {None: self.func}
 
     def function_names(self) -> list[str]:
