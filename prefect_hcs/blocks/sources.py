@@ -72,4 +72,5 @@ def _load_layer_file(path: Path, layer: LayerName) -> BaseModel:
 
 
 def layer_from_data(data: object, layer: LayerName, origin: str) -> BaseModel:
+    """A config layer from parsed data (a block's `values`), checked as a layer file is."""
     return load_layer(data, layer=layer, origin=origin)

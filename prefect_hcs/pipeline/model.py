@@ -152,6 +152,7 @@ class Step(BaseModel):
         return {None: self.func}
 
     def function_names(self) -> list[str]:
+        """Every function the step calls, in chain order, for the compiler's registry checks."""
         return [call.name for chain in self.chains().values() for call in chain]
 
 
@@ -180,6 +181,7 @@ class Pipeline(BaseModel):
 
 
 def pipeline_from_data(data: Any, origin: str = "pipeline") -> Pipeline:
+    """A `Pipeline` from parsed YAML/JSON; raises `PipelineError` with one line per problem."""
     if not isinstance(data, dict):
         raise PipelineError(
             f"{origin}: expected a mapping with `name` and `steps`, got {type(data).__name__}"

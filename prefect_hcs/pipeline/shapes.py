@@ -85,7 +85,7 @@ def check_pipeline(res: Resolution, steps: tuple[Step, ...]) -> PipelineCheck:
         )
     problems += disconnected_steps(steps, found, res)
     problems += checks.size_problems(
-        plane_yx=tuple(layout.image_shape),
+        plane_yx=layout.image_shape,
         dtype=layout.dtype,
         stack=sizes0,
         canvas=(sizes["site"], yx),
@@ -166,8 +166,11 @@ def step_shape(
                 current[comp] = 1
         after[group] = current
     shapes = {tuple(sorted(s.items())) for s in after.values()}
-    mapped = isinstance(step.func, dict) and step.group_by
-    if mapped and len(step.func) < len(component_values(layout, step.group_by, sizes)):
+    if (
+        isinstance(step.func, dict)
+        and step.group_by
+        and len(step.func) < len(component_values(layout, step.group_by, sizes))
+    ):
         shapes.add(tuple(sorted(sizes.items())))  # pass-through groups keep their shape
     if len(shapes) > 1:
         problems.append(

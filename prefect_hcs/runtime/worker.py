@@ -31,6 +31,8 @@ from prefect_hcs.storage.object_store import file_stamp
 
 @dataclass
 class WellResult:
+    """What one step did for one well: its time and the rows of each table it wrote."""
+
     well: str
     step: str
     seconds: float
