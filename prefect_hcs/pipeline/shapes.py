@@ -85,7 +85,7 @@ def check_pipeline(res: Resolution, steps: tuple[Step, ...]) -> PipelineCheck:
         )
     problems += disconnected_steps(steps, found, res)
     problems += checks.size_problems(
-        plane_yx=_yx(layout),
+        plane_yx=layout.image_shape,
         dtype=layout.dtype,
         stack=sizes0,
         canvas=(sizes["site"], yx),
@@ -166,11 +166,10 @@ def step_shape(
                 current[comp] = 1
         after[group] = current
     shapes = {tuple(sorted(s.items())) for s in after.values()}
-    by = step.group_by
     if (
         isinstance(step.func, dict)
-        and by
-        and len(step.func) < len(component_values(layout, by, sizes))
+        and step.group_by
+        and len(step.func) < len(component_values(layout, step.group_by, sizes))
     ):
         shapes.add(tuple(sorted(sizes.items())))  # pass-through groups keep their shape
     if len(shapes) > 1:

@@ -40,13 +40,13 @@ def _match_token(token: str, wells: Sequence[str]) -> set[str]:
             cols = {int(spec)}
         return {w for w in wells if WellId.parse(w).column in cols}
     if ":" in token:
-        one, two = (WellId.parse(_canonical(x.strip())) for x in token.split(":", 1))
-        r0, r1 = sorted((one.row_index, two.row_index))
-        c0, c1 = sorted((one.column_index, two.column_index))
+        first, last = (WellId.parse(_canonical(x.strip())) for x in token.split(":", 1))
+        r0, r1 = sorted((first.row_index, last.row_index))
+        c0, c1 = sorted((first.column_index, last.column_index))
         return {
             w
             for w in wells
-            if r0 <= (wid := WellId.parse(w)).row_index <= r1 and c0 <= wid.column_index <= c1
+            if r0 <= (i := WellId.parse(w)).row_index <= r1 and c0 <= i.column_index <= c1
         }
     return {_canonical(token)} & set(wells)
 
