@@ -71,18 +71,22 @@ class WellName(tuple):
     __slots__ = ()
 
     def __new__(cls, row: str, column: str) -> WellName:
+        """Build from the two path parts; use `parse_well` to read a user's well name."""
         return super().__new__(cls, (row, column))
 
     @property
     def row(self) -> str:
+        """Row name as in the zarr path ('B')."""
         return self[0]
 
     @property
     def column(self) -> str:
+        """Column name as in the zarr path, unpadded ('3')."""
         return self[1]
 
     @property
     def path(self) -> str:
+        """The well's group path inside the plate ('B/3')."""
         return f"{self[0]}/{self[1]}"
 
     @property
@@ -305,6 +309,7 @@ class OmeZarrPlateWriter:
 
     @property
     def store(self) -> LocalStore | FsspecStore:
+        """The zarr store, opened on first use (a pickled writer reopens it in its process)."""
         if self._store is None:
             self._store = open_store(self.url, self.storage_options)
         return self._store

@@ -37,6 +37,7 @@ class ValidationReport:
 
     @property
     def ok(self) -> bool:
+        """True when nothing makes the plate invalid (warnings do not count)."""
         return not self.problems
 
 

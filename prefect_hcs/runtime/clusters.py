@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 from prefect_hcs.errors import UserFacingError
 from prefect_hcs.pipeline.plan import PlatePlan
@@ -117,6 +117,7 @@ def _slurm_kwargs(plan: PlatePlan) -> tuple[dict[str, Any], int]:
             "execution_config.task_runner is 'slurm' but dask-jobqueue is not installed on this "
             "worker: `pip install prefect-hcs[dask]`"
         ) from None
+    from prefect_hcs.blocks.loading import load_block
     from prefect_hcs.blocks.slurm import HcsSlurmCluster
 
     if not plan.slurm_cluster:
@@ -125,10 +126,7 @@ def _slurm_kwargs(plan: PlatePlan) -> tuple[dict[str, Any], int]:
             "hcs-slurm-cluster block"
         )
     try:
-        # `_sync=True` is consumed by Prefect's async_dispatch wrapper, which the signature of
-        # Block.load does not declare; it forces the synchronous load inside a flow's event loop.
-        loaded = HcsSlurmCluster.load(plan.slurm_cluster, _sync=True)  # type: ignore[call-arg]
-        block = cast(HcsSlurmCluster, loaded)
+        block = load_block(HcsSlurmCluster, plan.slurm_cluster)
     except ValueError as exc:
         if "Unable to find block document" not in str(exc):
             raise

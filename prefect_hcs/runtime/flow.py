@@ -364,7 +364,7 @@ def _run_chunks(
     opts: dict[str, Any],
     runner: Any,
     monitor: PlateMonitor | None = None,
-) -> tuple[list[str], dict[str, str], dict[str, list[int]]]:
+) -> tuple[list[str], dict[str, str], dict[str, list[dict[str, Any]]]]:
     """The flow-side scheduler: one task per chunk, at most `num_workers` of them in flight.
 
     `runner` is a started task runner to submit to (Dask), or None for the flow's own runner;

@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import numpy as np
 import tifffile
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+from pydantic import SecretStr
 
 from prefect_hcs.formats.layout import well_id
 from prefect_hcs.storage.omero_errors import OmeroConnectionError
@@ -131,7 +132,8 @@ class OmeroFileSystem(AbstractFileSystem):
             raise ValueError("an omero login by host needs user='<name>' in the storage options")
         self._credentials_block = credentials_block
         if host is not None:
-            credentials = OmeroLogin(host, str(user), password, port, group, secure)
+            secret = SecretStr(password) if password is not None else None
+            credentials = OmeroLogin(host, str(user), secret, port, group, secure)
         self._login: OmeroLogin | None = _as_login(credentials) if credentials else None
         self._gateway = gateway
         self._own_session = _Session(gateway) if gateway is not None else None
@@ -299,9 +301,11 @@ class OmeroFileSystem(AbstractFileSystem):
         parse(path)
 
     def rmdir(self, path: str) -> None:
+        """No-op: folders are virtual (the path is still checked against the scheme)."""
         parse(path)
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        """fsspec info: plate/well/site folders, planes as TIFF files, outputs as annotations."""
         path = strip(path)
         p = parse(path)
         if p.kind == "plate":
@@ -327,6 +331,7 @@ class OmeroFileSystem(AbstractFileSystem):
         raise FileNotFoundError(f"omero://{path}")
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        """fsspec listing of a plate, well, site or outputs folder."""
         path = strip(path)
         p = parse(path)
         entries: list[dict[str, Any]]
@@ -386,6 +391,7 @@ class OmeroFileSystem(AbstractFileSystem):
         return [_dir(f"{base}{d}") for d in sorted(dirs)] + sorted(files, key=lambda e: e["name"])
 
     def exists(self, path: str, **kwargs: Any) -> bool:
+        """Whether the path names a plate object, plane or output annotation."""
         try:
             self.info(path)
         except (FileNotFoundError, ValueError):
@@ -395,6 +401,7 @@ class OmeroFileSystem(AbstractFileSystem):
     def cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
+        """A plane as TIFF bytes (encoded from OMERO's pixels) or an output annotation's content."""
         path = strip(path)
         p = parse(path)
         if p.kind == "plane":
@@ -422,15 +429,18 @@ class OmeroFileSystem(AbstractFileSystem):
         )
 
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
+        """Write an output as a file annotation; ``mode='create'`` fails if it exists."""
         self._commit(strip(path), bytes(value), exclusive=mode == "create")
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        """Copy an output file (folders are virtual: copying one creates nothing)."""
         path1, path2 = strip(path1), strip(path2)
         if self.isdir(path1):
             return  # folders are virtual: copying one creates nothing
         self._commit(path2, self.cat_file(path1))
 
     def rm_file(self, path: str) -> None:
+        """Delete an output annotation; plate objects and pixels are read-only."""
         path = strip(path)
         p = parse(path)
         if p.kind != "outputs":
@@ -448,6 +458,7 @@ class OmeroFileSystem(AbstractFileSystem):
         self.rm_file(path)
 
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
+        """fsspec rm over outputs only: planes raise PermissionError, plate folders are kept."""
         paths = self.expand_path(path, recursive=recursive, maxdepth=maxdepth)
         for p in reversed(paths):
             kind = parse(p).kind
@@ -510,9 +521,11 @@ class OmeroFile(AbstractBufferedFile):
         return True
 
     def commit(self) -> None:
+        """Upload the buffered content as one annotation (the write is atomic on close)."""
         self.fs._commit(self.path, b"".join(self._parts), exclusive=self.mode == "xb")
 
     def discard(self) -> None:
+        """Drop the buffered content without uploading."""
         self._parts = []
 
     def _fetch_range(self, start: int, end: int) -> bytes:

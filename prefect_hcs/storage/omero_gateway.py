@@ -84,6 +84,8 @@ class WellInfo:
 
 @dataclass(frozen=True)
 class PlateInfo:
+    """A Plate with its wells, read in one call so listing a plate needs no per-well round trip."""
+
     plate_id: int
     name: str
     wells: tuple[WellInfo, ...]
@@ -110,13 +112,17 @@ class OmeroAdapter(Protocol):
     """
 
     @property
-    def user(self) -> str: ...
+    def user(self) -> str:
+        """The login name, for messages that say whose permissions refused an operation."""
+        ...
 
     def connect(self) -> None:
         """Log in now (otherwise the first call does): OmeroAuthError on bad credentials."""
         ...
 
-    def get_plate(self, plate_id: int) -> PlateInfo: ...
+    def get_plate(self, plate_id: int) -> PlateInfo:
+        """The plate's wells and images; OmeroNotFound if it is missing or not visible."""
+        ...
 
     def read_plane(self, image_id: int, z: int, c: int, t: int) -> np.ndarray:
         """One 2-D plane; z, c, t are 0-based as in OMERO."""
@@ -128,19 +134,27 @@ class OmeroAdapter(Protocol):
         """Create an unlinked FileAnnotation in the target's group; return its id."""
         ...
 
-    def link_annotation(self, target: AnnotationTarget, annotation_id: int) -> None: ...
+    def link_annotation(self, target: AnnotationTarget, annotation_id: int) -> None:
+        """Link an existing annotation to ``target`` (the annotation stays in its group)."""
+        ...
 
     def list_file_annotations(
         self, target: AnnotationTarget, ns: str | None = None
-    ) -> list[FileAnnotationInfo]: ...
+    ) -> list[FileAnnotationInfo]:
+        """File annotations linked to ``target``, optionally of one namespace."""
+        ...
 
-    def download_file_annotation(self, annotation_id: int) -> bytes: ...
+    def download_file_annotation(self, annotation_id: int) -> bytes:
+        """The content of a file annotation's OriginalFile."""
+        ...
 
     def delete_annotation(self, annotation_id: int) -> None:
         """Delete an annotation (and with it its links)."""
         ...
 
-    def get_map_annotation(self, target: AnnotationTarget, ns: str) -> dict[str, str] | None: ...
+    def get_map_annotation(self, target: AnnotationTarget, ns: str) -> dict[str, str] | None:
+        """Key-value pairs of the newest MapAnnotation of ``ns`` on ``target``, or None."""
+        ...
 
     def set_map_annotation(
         self, target: AnnotationTarget, ns: str, values: Mapping[str, str]
@@ -148,7 +162,9 @@ class OmeroAdapter(Protocol):
         """Attach a new MapAnnotation, then delete older ones of the same namespace."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Close the session; a later call reconnects."""
+        ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,7 +289,7 @@ def _classify(exc: BaseException, what: str) -> BaseException | None:
 
 def _import_gateway() -> Any:
     try:
-        from omero import gateway  # type: ignore[import-not-found]
+        from omero import gateway
     except ImportError as exc:
         raise ImportError(
             "the real OMERO adapter needs omero-py and its Ice runtime: "
@@ -320,6 +336,7 @@ class BlitzGatewayAdapter:
 
     @property
     def user(self) -> str:
+        """See `OmeroAdapter.user`."""
         return self.username
 
     def __getstate__(self) -> dict[str, Any]:
@@ -426,16 +443,19 @@ class BlitzGatewayAdapter:
         return obj
 
     def connect(self) -> None:
+        """See `OmeroAdapter.connect`; serialised with the other calls."""
         with self._lock:
             self._connection()
 
     def close(self) -> None:
+        """See `OmeroAdapter.close`."""
         with self._lock:
             self._drop()
 
     # -- plate tree and pixels --------------------------------------------------------------
 
     def get_plate(self, plate_id: int) -> PlateInfo:
+        """See `OmeroAdapter.get_plate`."""
         with self._session(f"reading plate {plate_id}") as conn:
             plate = self._get(conn, "Plate", plate_id)
             wells = tuple(
@@ -464,6 +484,7 @@ class BlitzGatewayAdapter:
         )
 
     def read_plane(self, image_id: int, z: int, c: int, t: int) -> np.ndarray:
+        """See `OmeroAdapter.read_plane`; reads the primary Pixels."""
         with self._session(f"reading plane z={z} c={c} t={t} of image {image_id}") as conn:
             image = self._get(conn, "Image", image_id)
             return np.asarray(image.getPrimaryPixels().getPlane(z, c, t))
@@ -473,6 +494,7 @@ class BlitzGatewayAdapter:
     def upload_file_annotation(
         self, target: AnnotationTarget, data: bytes, path: str, name: str, ns: str, mimetype: str
     ) -> int:
+        """See `OmeroAdapter.upload_file_annotation`; created in the target's group."""
         with self._session(f"uploading {path}/{name} for {target[0]} {target[1]}") as conn:
             obj = self._get(conn, *target)
             gateway = _import_gateway()
@@ -487,6 +509,7 @@ class BlitzGatewayAdapter:
             return ann.getId()
 
     def link_annotation(self, target: AnnotationTarget, annotation_id: int) -> None:
+        """See `OmeroAdapter.link_annotation`."""
         with self._session(f"linking annotation {annotation_id} to {target[0]}") as conn:
             obj = self._get(conn, *target)
             obj.linkAnnotation(self._get(conn, "Annotation", annotation_id))
@@ -494,6 +517,7 @@ class BlitzGatewayAdapter:
     def list_file_annotations(
         self, target: AnnotationTarget, ns: str | None = None
     ) -> list[FileAnnotationInfo]:
+        """See `OmeroAdapter.list_file_annotations`."""
         with self._session(f"listing annotations of {target[0]} {target[1]}") as conn:
             obj = self._get(conn, *target)
             return [
@@ -510,15 +534,18 @@ class BlitzGatewayAdapter:
             ]
 
     def download_file_annotation(self, annotation_id: int) -> bytes:
+        """See `OmeroAdapter.download_file_annotation`; read in chunks."""
         with self._session(f"downloading annotation {annotation_id}") as conn:
             ann = self._get(conn, "FileAnnotation", annotation_id)
             return b"".join(ann.getFileInChunks())
 
     def delete_annotation(self, annotation_id: int) -> None:
+        """See `OmeroAdapter.delete_annotation`."""
         with self._session(f"deleting annotation {annotation_id}") as conn:
             conn.deleteObjects("Annotation", [annotation_id], wait=True)
 
     def get_map_annotation(self, target: AnnotationTarget, ns: str) -> dict[str, str] | None:
+        """See `OmeroAdapter.get_map_annotation`."""
         with self._session(f"reading map annotation of {target[0]} {target[1]}") as conn:
             obj = self._get(conn, *target)
             maps = [
@@ -534,6 +561,7 @@ class BlitzGatewayAdapter:
     def set_map_annotation(
         self, target: AnnotationTarget, ns: str, values: Mapping[str, str]
     ) -> int:
+        """See `OmeroAdapter.set_map_annotation`."""
         with self._session(f"writing map annotation of {target[0]} {target[1]}") as conn:
             obj = self._get(conn, *target)
             old = [ann.getId() for ann in obj.listAnnotations(ns=ns)]

@@ -191,6 +191,7 @@ class StandinServer:
 
     @property
     def directory(self) -> Path:
+        """Where the stand-in keeps its database and pixels."""
         return self._store.directory
 
     @classmethod
@@ -213,6 +214,7 @@ class StandinServer:
     # -- users and groups -------------------------------------------------------------------
 
     def add_group(self, name: str) -> int:
+        """Create (or find) a group; returns its id."""
         with self._store.tx(write=True) as db:
             return _group_id(db, name, create=True)
 
@@ -227,9 +229,9 @@ class StandinServer:
             row = db.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
             if row is None:
                 uid = db.execute(
-                    "INSERT INTO users (name, salt, pw_hash) VALUES (?, ?, ?)",
+                    "INSERT INTO users (name, salt, pw_hash) VALUES (?, ?, ?) RETURNING id",
                     (name, salt, pw_hash),
-                ).lastrowid
+                ).fetchone()[0]
             else:
                 uid = row["id"]
                 db.execute(
@@ -380,6 +382,7 @@ class StandinServer:
             )
 
     def clear_faults(self) -> None:
+        """Remove every injected fault, so later calls behave normally."""
         with self._store.tx(write=True) as db:
             db.execute("DELETE FROM faults")
 
@@ -413,12 +416,15 @@ class StandinAdapter:
 
     @property
     def user(self) -> str:
+        """See `OmeroAdapter.user`."""
         return self.username
 
     def connect(self) -> None:
+        """See `OmeroAdapter.connect`; checks the password like OMERO."""
         self._login()
 
     def close(self) -> None:
+        """See `OmeroAdapter.close`."""
         self._uid = None
 
     # -- session ----------------------------------------------------------------------------
@@ -492,6 +498,7 @@ class StandinAdapter:
     # -- plate tree and pixels --------------------------------------------------------------
 
     def get_plate(self, plate_id: int) -> PlateInfo:
+        """See `OmeroAdapter.get_plate`; only plates of the user's groups are visible."""
         self._op("get_plate")
         with self._store.tx() as db:
             self._group_of(db, "Plate", plate_id)
@@ -515,6 +522,7 @@ class StandinAdapter:
         )
 
     def read_plane(self, image_id: int, z: int, c: int, t: int) -> np.ndarray:
+        """See `OmeroAdapter.read_plane`."""
         self._op("read_plane")
         with self._store.tx() as db:
             self._group_of(db, "Image", image_id)
@@ -529,6 +537,7 @@ class StandinAdapter:
     def upload_file_annotation(
         self, target: AnnotationTarget, data: bytes, path: str, name: str, ns: str, mimetype: str
     ) -> int:
+        """See `OmeroAdapter.upload_file_annotation`; an injected fault may stop it midway."""
         midway = self._op("upload_file_annotation")
         with self._store.tx(write=True) as db:
             gid = self._group_of(db, *target)
@@ -547,6 +556,7 @@ class StandinAdapter:
             return int(ann_id or 0)
 
     def link_annotation(self, target: AnnotationTarget, annotation_id: int) -> None:
+        """See `OmeroAdapter.link_annotation`."""
         self._op("link_annotation")
         with self._store.tx(write=True) as db:
             self._group_of(db, *target)
@@ -556,6 +566,7 @@ class StandinAdapter:
     def list_file_annotations(
         self, target: AnnotationTarget, ns: str | None = None
     ) -> list[FileAnnotationInfo]:
+        """See `OmeroAdapter.list_file_annotations`."""
         self._op("list_file_annotations")
         with self._store.tx() as db:
             self._group_of(db, *target)
@@ -574,6 +585,7 @@ class StandinAdapter:
         ]
 
     def download_file_annotation(self, annotation_id: int) -> bytes:
+        """See `OmeroAdapter.download_file_annotation`."""
         self._op("download_file_annotation")
         with self._store.tx() as db:
             self._group_of(db, "Annotation", annotation_id)
@@ -587,6 +599,7 @@ class StandinAdapter:
         return bytes(row[0])
 
     def delete_annotation(self, annotation_id: int) -> None:
+        """See `OmeroAdapter.delete_annotation`; an injected fault may stop it midway."""
         midway = self._op("delete_annotation")
         with self._store.tx(write=True) as db:
             self._group_of(db, "Annotation", annotation_id)
@@ -601,6 +614,7 @@ class StandinAdapter:
             db.execute("DELETE FROM annotations WHERE id = ?", (annotation_id,))
 
     def get_map_annotation(self, target: AnnotationTarget, ns: str) -> dict[str, str] | None:
+        """See `OmeroAdapter.get_map_annotation`."""
         self._op("get_map_annotation")
         with self._store.tx() as db:
             self._group_of(db, *target)
@@ -615,6 +629,7 @@ class StandinAdapter:
     def set_map_annotation(
         self, target: AnnotationTarget, ns: str, values: Mapping[str, str]
     ) -> int:
+        """See `OmeroAdapter.set_map_annotation`; an injected fault may stop it midway."""
         midway = self._op("set_map_annotation")
         with self._store.tx(write=True) as db:
             gid = self._group_of(db, *target)
