@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from prefect_hcs.blocks.omero_credentials import OmeroCredentials
+from prefect_hcs.storage.omero_blitz import BlitzGatewayAdapter
 from prefect_hcs.storage.omero_errors import OmeroAuthError
 from prefect_hcs.storage.omero_fs import OmeroFileSystem
-from prefect_hcs.storage.omero_gateway import BlitzGatewayAdapter
 from prefect_hcs.testing.omero_standin import StandinAdapter, StandinServer, standin_host
 
 SECRET = "Tr0ub4dor-and-3"

@@ -89,6 +89,7 @@ class OmeZarrPlateWriter:
 
     @property
     def store(self) -> LocalStore | FsspecStore:
+        """The zarr store, opened on first use in each process (it is not pickled)."""
         if self._store is None:
             self._store = open_store(self.url, self.storage_options)
         return self._store

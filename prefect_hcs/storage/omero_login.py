@@ -21,7 +21,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from prefect_hcs.storage.omero_gateway import BlitzGatewayAdapter, OmeroAdapter
+from prefect_hcs.storage.omero_blitz import BlitzGatewayAdapter
+from prefect_hcs.storage.omero_gateway import OmeroAdapter
 
 __all__ = [
     "BLOCK_TYPE_SLUG",

@@ -112,14 +112,17 @@ def parse(path: str) -> OmeroPath:
 
 
 def plate_path(plate_id: int) -> str:
+    """``plate_<id>``: the plate's root path."""
     return f"plate_{plate_id}"
 
 
 def well_path(plate_id: int, well: str) -> str:
+    """``plate_<id>/<well>``: a well's folder."""
     return f"plate_{plate_id}/{well}"
 
 
 def site_path(plate_id: int, well: str, site: int) -> str:
+    """``plate_<id>/<well>/s<site>``: a site's folder (sites count from 1)."""
     return f"plate_{plate_id}/{well}/s{site:03d}"
 
 
@@ -129,6 +132,7 @@ def plane_name(well: str, site: int, channel: int, z: int, timepoint: int) -> st
 
 
 def plane_path(plate_id: int, well: str, site: int, channel: int, z: int, timepoint: int) -> str:
+    """The read-only TIFF path of one plane (channel, z and timepoint count from 1)."""
     name = plane_name(well, site, channel, z, timepoint)
     return f"{site_path(plate_id, well, site)}/{name}"
 
