@@ -19,12 +19,8 @@ from typing import Any, TypeVar
 
 from prefect_hcs.storage.omero_errors import OmeroConnectionError
 from prefect_hcs.storage.omero_gateway import OmeroAdapter, PlateInfo
-from prefect_hcs.storage.omero_login import (
-    DEFAULT_PORT,
-    OmeroLogin,
-    gateway_factory,
-    login_from_block,
-)
+from prefect_hcs.storage.omero_hook import gateway_factory
+from prefect_hcs.storage.omero_login import DEFAULT_PORT, OmeroLogin, login_from_block
 
 __all__ = ["OmeroConnection", "Session"]
 

@@ -1,8 +1,8 @@
 """An OMERO stand-in: OMERO's object model in a folder (SQLite + one .npy per image).
 
 There is no OMERO server here, so tests and ``prefect-hcs demo --omero`` use this instead (the
-admin side and the test-only hook live here; storage in `standin_db`, the user's adapter in
-`standin_adapter`). It is a
+admin side lives here; storage in `standin_db`, the user's adapter in `standin_adapter`, the
+test-only hook in `standin_hook`, re-exported here). It is a
 test double, outside the product: a process reaches it only after `install_standin` (tests do it
 in ``tests/conftest.py`` and, for the processes they start, ``tests/standin_site``; the demo
 calls it), which routes logins whose host is ``standin:<folder>`` to the stand-in in that folder. It keeps
@@ -30,21 +30,11 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydantic import SecretStr
 
 from prefect_hcs.formats.layout import ImageRef, PlateLayout, split_well
-from prefect_hcs.storage.omero_gateway import (
-    OmeroAdapter,
-)
-from prefect_hcs.storage.omero_login import (
-    GatewayFactory,
-    OmeroLogin,
-    gateway_factory,
-    install_gateway_factory,
-)
 from prefect_hcs.storage.omero_paths import PLATE_NS
 from prefect_hcs.testing.standin_adapter import StandinAdapter
 from prefect_hcs.testing.standin_db import (
@@ -56,6 +46,13 @@ from prefect_hcs.testing.standin_db import (
     group_id,
     hash_password,
     user_id,
+)
+from prefect_hcs.testing.standin_hook import (
+    HOST_PREFIX,
+    install_standin,
+    standin_host,
+    standin_options,
+    uninstall_standin,
 )
 
 __all__ = [
@@ -69,9 +66,6 @@ __all__ = [
     "standin_options",
     "uninstall_standin",
 ]
-
-#: Host prefix of logins served by the stand-in once `install_standin` ran: ``standin:<folder>``.
-HOST_PREFIX = "standin:"
 
 
 class StandinServer:
@@ -286,51 +280,3 @@ class StandinServer:
         tables = ("plates", "images", "originalfiles", "annotations", "links")
         with self._store.tx() as db:
             return {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
-
-
-# -- the test-only hook ----------------------------------------------------------------------
-
-
-def standin_host(directory: str | os.PathLike[str]) -> str:
-    """The OMERO host name that means "the stand-in in `directory`" (after `install_standin`)."""
-    return HOST_PREFIX + os.path.abspath(directory)
-
-
-def standin_options(directory: str | os.PathLike[str], user: str, **extra: Any) -> dict[str, Any]:
-    """``omero://`` storage options logging in to the stand-in in `directory` as `user`.
-
-    `extra` adds ``group``, ``password``, ``retries`` and the like. JSON-able, so a run's
-    parameters can carry them to any process that ran `install_standin`.
-    """
-    return {"host": standin_host(directory), "user": user, **extra}
-
-
-class _StandinFactory:
-    """Serves ``standin:<folder>`` logins from the stand-in, every other login as before."""
-
-    def __init__(self, fallback: GatewayFactory) -> None:
-        self.fallback = fallback
-
-    def __call__(self, login: OmeroLogin) -> OmeroAdapter:
-        if not login.host.startswith(HOST_PREFIX):
-            return self.fallback(login)
-        directory = login.host[len(HOST_PREFIX) :]
-        return StandinAdapter(directory, login.username, login.password, group=login.group)
-
-
-def install_standin() -> None:
-    """Let this process reach OMERO stand-ins through ``standin:<folder>`` hosts (idempotent).
-
-    The one way in: nothing in the product calls it, so no configuration value (storage
-    options, a credentials block) can make a production process use a stand-in.
-    """
-    current = gateway_factory()
-    if not isinstance(current, _StandinFactory):
-        install_gateway_factory(_StandinFactory(current))
-
-
-def uninstall_standin() -> None:
-    """Undo `install_standin`: logins go to the factory that was there before it."""
-    current = gateway_factory()
-    if isinstance(current, _StandinFactory):
-        install_gateway_factory(current.fallback)
