@@ -80,6 +80,11 @@ def make_plate_cmd(
     except user_errors() as exc:
         fail(str(exc))
     options = dict(sites=sites, channels=channels, z=z, size=size, overlap=overlap, seed=seed)
+    handled: tuple[type[BaseException], ...] = (
+        *user_errors(),
+        ValueError,
+        TypeError,
+    )  # incl. the generators' argument checks
     try:
         truth = write_plate_into(
             out,
@@ -88,7 +93,7 @@ def make_plate_cmd(
                 url, format=format, variant=variant, wells=well_list, **options
             ),
         )
-    except (*user_errors(), ValueError, TypeError) as exc:  # incl. the generators' argument checks
+    except handled as exc:
         if not isinstance(exc, user_errors()):
             fail(f"make-plate: {exc}")
         fail(str(exc))

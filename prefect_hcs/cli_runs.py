@@ -133,7 +133,7 @@ def run_flow(
             "it keeps running so you can open the run in the UI"
         )
     quiet_user_errors_on_console()  # the UI keeps the engine's tracebacks; the console one line
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeElapsedColumn
 
     from prefect_hcs.runtime import progress as hprogress
     from prefect_hcs.runtime.flow import process_plate
@@ -146,7 +146,7 @@ def run_flow(
         console=console,
         disable=not show_progress,  # fmt: skip
     )
-    ids: dict[str, int] = {}
+    ids: dict[str, TaskID] = {}
 
     def on_event(event: dict) -> None:
         if event["event"] == "compiled":
@@ -172,10 +172,10 @@ def run_flow(
     run_id = state.state_details.flow_run_id
     url = f"{api.ui_url}/runs/flow-run/{run_id}" if run_id else None
     if not state.is_completed():
-        exc = state.result(raise_on_failure=False)
+        error = state.result(raise_on_failure=False)
         fail(
-            f"{exc}\n(run: {url})"
-            if isinstance(exc, BaseException)
+            f"{error}\n(run: {url})"
+            if isinstance(error, BaseException)
             else f"run {state.name}: {url}",
             1,
         )

@@ -27,6 +27,8 @@ _PLAIN = {"hcs-slurm-cluster": "prefect_hcs.blocks.slurm:HcsSlurmCluster"}
 
 @dataclass(frozen=True)
 class BlockSpec:
+    """One validated block document from a `blocks/` folder, ready to save under `name`."""
+
     block_type: str
     name: str
     layer: BaseModel

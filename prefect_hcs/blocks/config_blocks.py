@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from prefect.blocks.core import Block
-from pydantic import BaseModel, ConfigDict, create_model
+from pydantic import BaseModel, ConfigDict, HttpUrl, create_model
 
 from prefect_hcs.config.layers import LAYER_FIELDS, LayerName, load_layer
 
-_DOCS = "https://github.com/prefect-hcs/prefect-hcs/blob/main/docs/config.md"
+_DOCS = HttpUrl("https://github.com/prefect-hcs/prefect-hcs/blob/main/docs/config.md")
 
 
 class _ConfigLayerBlock(Block):
@@ -40,7 +40,9 @@ class _ConfigLayerBlock(Block):
         return cls(**{name: getattr(layer, name) for name in LAYER_FIELDS})
 
 
-def _make_block(name: str, slug: str, layer: LayerName, description: str) -> type[Block]:
+def _make_block(
+    name: str, slug: str, layer: LayerName, description: str
+) -> type[_ConfigLayerBlock]:
     block = create_model(name, __base__=_ConfigLayerBlock, **LAYER_FIELDS)
     block.__module__ = __name__
     block.__doc__ = description
@@ -71,4 +73,7 @@ HcsPipelineConfig = _make_block(
     "a set field overrides it for every plate run of this pipeline.",
 )
 
-LAYER_BLOCKS: dict[str, type[Block]] = {"global": HcsGlobalConfig, "pipeline": HcsPipelineConfig}
+LAYER_BLOCKS: dict[str, type[_ConfigLayerBlock]] = {
+    "global": HcsGlobalConfig,
+    "pipeline": HcsPipelineConfig,
+}

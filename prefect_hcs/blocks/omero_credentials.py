@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr
+from pydantic import Field, HttpUrl, SecretStr
 
 from prefect_hcs.storage.omero_gateway import OmeroAdapter
 from prefect_hcs.storage.omero_login import BLOCK_TYPE_SLUG, DEFAULT_PORT, OmeroLogin
 
-_DOCS = "https://github.com/prefect-hcs/prefect-hcs/blob/main/docs/omero.md"
+_DOCS = HttpUrl("https://github.com/prefect-hcs/prefect-hcs/blob/main/docs/omero.md")
 
 
 class OmeroCredentials(Block):
@@ -28,7 +28,7 @@ class OmeroCredentials(Block):
         "Host, port, user, password and group of an OMERO server. prefect-hcs reads plates "
         "from it and attaches results to them as FileAnnotations."
     )
-    _documentation_url: ClassVar[str] = _DOCS
+    _documentation_url: ClassVar[HttpUrl | None] = _DOCS
     _code_example: ClassVar[str] = (
         "```python\nfrom prefect_hcs.blocks.omero_credentials import OmeroCredentials\n\n"
         'adapter = OmeroCredentials.load("BLOCK_NAME").connect()\n```'

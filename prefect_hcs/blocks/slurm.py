@@ -13,9 +13,9 @@ import re
 from typing import Any, ClassVar
 
 from prefect.blocks.core import Block
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, HttpUrl, field_validator
 
-_DOCS = "https://github.com/prefect-hcs/prefect-hcs/blob/main/docs/scale-out.md#slurm"
+_DOCS = HttpUrl("https://github.com/prefect-hcs/prefect-hcs/blob/main/docs/scale-out.md#slurm")
 _WALLTIME = re.compile(r"^(\d+-)?\d{1,3}:\d{2}:\d{2}$")
 _MEMORY = re.compile(r"^\d+(\.\d+)?\s*(B|[KMGT]i?B)$", re.IGNORECASE)
 _SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|ACCESS_KEY|PRIVATE_KEY)", re.I)
@@ -31,7 +31,7 @@ class HcsSlurmCluster(Block):
         "Where and how big the SLURM jobs are that run prefect-hcs wells: partition, account, "
         "cores, memory, walltime, number of jobs and a job-script prologue (no secrets)."
     )
-    _documentation_url: ClassVar[str] = _DOCS
+    _documentation_url: ClassVar[HttpUrl | None] = _DOCS
     _code_example: ClassVar[str] = (
         "```python\nfrom prefect_hcs.blocks.slurm import HcsSlurmCluster\n\n"
         'kwargs = HcsSlurmCluster.load("BLOCK_NAME").cluster_kwargs()\n```'

@@ -22,12 +22,13 @@ class BlockNotFoundError(UserFacingError, LookupError):
 def load_layer_block(name: str, layer: LayerName) -> BaseModel:
     """Load a saved config block by name and return its layer."""
     from prefect_hcs.blocks.config_blocks import LAYER_BLOCKS
+    from prefect_hcs.blocks.loading import load_block
 
     if layer not in LAYER_BLOCKS:
         raise ConfigError(layer, name, ["step layers live in the pipeline, not in blocks"])
     cls = LAYER_BLOCKS[layer]
     try:
-        block = cls.load(name, _sync=True)
+        block = load_block(cls, name)
     except ValueError as exc:
         if "Unable to find block document" not in str(exc):
             raise
@@ -71,4 +72,5 @@ def _load_layer_file(path: Path, layer: LayerName) -> BaseModel:
 
 
 def layer_from_data(data: object, layer: LayerName, origin: str) -> BaseModel:
+    """A config layer from parsed data (a block's `values`), checked as a layer file is."""
     return load_layer(data, layer=layer, origin=origin)

@@ -16,11 +16,15 @@ class Backend(StrEnum):
 
 
 class WellFilterMode(StrEnum):
+    """Whether a well filter lists the wells to process or the wells to leave out."""
+
     INCLUDE = "include"
     EXCLUDE = "exclude"
 
 
 class ZarrCompressor(StrEnum):
+    """Chunk codec of the OME-Zarr output; `none` trades disk space for write speed."""
+
     ZSTD = "zstd"
     BLOSC = "blosc"
     GZIP = "gzip"

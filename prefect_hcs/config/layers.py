@@ -9,6 +9,7 @@ The same class serves the global, pipeline and step layers.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Annotated, Any, Literal, Optional, get_args, get_origin
 
@@ -120,7 +121,7 @@ def _known_fields(path: tuple[Any, ...]) -> list[str]:
     return list(GlobalPipelineConfig.model_fields)
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: Mapping[str, Any]) -> str:
     loc = err["loc"]
     clean: list[str] = []
     if loc and str(loc[0]) in GlobalPipelineConfig.model_fields:
@@ -143,9 +144,9 @@ def _describe(err: dict[str, Any]) -> str:
     return f"{path}: {err['msg']} (got {err['input']!r}).{hint}"
 
 
-def _problems(errors: list[dict[str, Any]]) -> list[str]:
+def _problems(errors: Sequence[Mapping[str, Any]]) -> list[str]:
     """One message per field: a value failing every branch of a union becomes one line."""
-    by_path: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    by_path: dict[tuple[str, ...], list[Mapping[str, Any]]] = {}
     for err in errors:
         key = tuple(str(p) for p in err["loc"][:2])
         by_path.setdefault(key, []).append(err)

@@ -43,12 +43,14 @@ class Source:
     static_override: bool = False
 
     def describe(self) -> str:
+        """One line for error messages and `plan` output: which layer and path set the value."""
         if self.layer == "default":
             kind = "static override" if self.static_override else "class default"
             return f"{kind} of {self.config_class}.{self.field}"
         return f"{self.layer} layer: {self.path} ({self.config_class})"
 
     def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as the plan-config artifact and `plan --json` show provenance."""
         return {
             "layer": self.layer,
             "config_class": self.config_class,
@@ -60,6 +62,8 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class ResolvedValue:
+    """A field's effective value together with the `Source` that explains it."""
+
     value: Any
     source: Source
 
@@ -163,9 +167,11 @@ class ResolvedConfig:
         return self.values[dotted]
 
     def value(self, dotted: str) -> Any:
+        """The effective value of ``section.field`` (raises KeyError for an unknown path)."""
         return self.values[dotted].value
 
     def source(self, dotted: str) -> Source:
+        """Where ``section.field`` was set, so an error can point at the layer to edit."""
         return self.values[dotted].source
 
     @property
@@ -208,7 +214,7 @@ def resolve(
     """Resolve every field from explicit layers (any may be None = empty)."""
     given = {"step": step_layer, "pipeline": pipeline_layer, "global": global_layer}
     layers: list[tuple[LayerName, BaseModel]] = [
-        (name, given[name]) for name in LAYER_ORDER if given[name] is not None
+        (name, layer) for name in LAYER_ORDER if (layer := given[name]) is not None
     ]
     values: dict[str, ResolvedValue] = {}
     for field in ROOT_FIELDS:

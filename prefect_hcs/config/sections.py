@@ -142,7 +142,7 @@ class GlobalPipelineConfig(ConfigSection):
 
 #: section field name → its concrete class, in display order.
 SECTIONS: dict[str, type[ConfigSection]] = {
-    name: field.annotation  # type: ignore[misc]
+    name: field.annotation
     for name, field in GlobalPipelineConfig.model_fields.items()
     if isinstance(field.annotation, type) and issubclass(field.annotation, ConfigSection)
 }

@@ -143,16 +143,16 @@ def _channel_info(detail: MeasurementDetail, records: list[dict[str, Any]]) -> d
 
 
 def _pixel_size(detail: MeasurementDetail, where: str, warnings: list[str]) -> float | None:
-    sizes = [xy for xy in detail.pixel_um.values() if xy[0]]
+    sizes = [x for x, _ in detail.pixel_um.values() if x]
     if not sizes:
         warnings.append(
             f"{where}/{MRF_NAME} gives no pixel size (no bts:HorizontalPixelDimension): the "
             "output will carry no physical scale"
         )
         return None
-    if len({round(x, 6) for x, _ in sizes}) > 1:
+    if len({round(x, 6) for x in sizes}) > 1:
         warnings.append(f"{where}: channels have different pixel sizes; using channel 1's")
-    return round(sizes[0][0], 6)
+    return round(sizes[0], 6)
 
 
 def open_cellvoyager(

@@ -110,7 +110,7 @@ def plane_completeness(
             f"{_listed(shown)}.{hint} Re-export the plate, or drop the incomplete wells."
         )
     if axes is None:
-        axes = tuple({getattr(r, a) for r in images} for a in ("channel", "z", "timepoint"))
+        axes = ({r.channel for r in images}, {r.z for r in images}, {r.timepoint for r in images})
     return _absent(fields, acquired, axes)
 
 

@@ -131,8 +131,8 @@ def _channel_entries(root: ET.Element) -> dict[int, dict[str, ET.Element]]:
     """{ChannelID: {tag: element}} merged over every ``<Maps><Map><Entry ChannelID>``."""
     entries: dict[int, dict[str, ET.Element]] = {}
     for entry in root.iter():
-        if _local(entry.tag) == "Entry" and entry.get("ChannelID", "").isdigit():
-            merged = entries.setdefault(int(entry.get("ChannelID")), {})
+        if _local(entry.tag) == "Entry" and (cid := entry.get("ChannelID", "")).isdigit():
+            merged = entries.setdefault(int(cid), {})
             for child in entry:
                 if _local(child.tag) in _CHANNEL_KEYS and _text(child):
                     merged.setdefault(_local(child.tag), child)

@@ -77,9 +77,11 @@ def remap_fields(
             "fields lack PositionX/PositionY: sites keep Harmony's field numbers, "
             "no grid is reported"
         )
-        site_of = {(rc[0], rc[1], f): f for rc, fields in wells.items() for f in fields}
+        site_of: dict[tuple[int, int, int], int] = {
+            (rc[0], rc[1], f): f for rc, fields in wells.items() for f in fields
+        }
         return site_of, None, None
-    site_of: dict[tuple[int, int, int], int] = {}
+    site_of = {}
     grids = set()
     steps: tuple[float | None, float | None] = (None, None)
     for (row, col), fields in sorted(wells.items()):

@@ -197,16 +197,19 @@ def _grid_from_stage(
     sites: tuple[int, ...], fields: dict[tuple[str, int], PlaneMeta], well: str
 ) -> tuple[int, int] | None:
     """(rows, cols) from the distinct stage X and Y of one well's sites, if they form a raster."""
-    pos = {s: fields.get((well, s)) for s in sites}
-    if any(m is None or m.stage_x_um is None or m.stage_y_um is None for m in pos.values()):
-        return None
-    xs = sorted({round(m.stage_x_um, 1) for m in pos.values()})  # type: ignore[union-attr]
-    ys = sorted({round(m.stage_y_um, 1) for m in pos.values()})  # type: ignore[union-attr]
+    pos: dict[int, tuple[float, float]] = {}  # site: (y, x) rounded to 0.1 µm
+    for s in sites:
+        m = fields.get((well, s))
+        if m is None or m.stage_x_um is None or m.stage_y_um is None:
+            return None
+        pos[s] = (round(m.stage_y_um, 1), round(m.stage_x_um, 1))
+    xs = sorted({x for _, x in pos.values()})
+    ys = sorted({y for y, _ in pos.values()})
     if len(xs) * len(ys) != len(sites) or list(sites) != list(range(1, len(sites) + 1)):
         return None
-    for s, m in pos.items():
+    for s, yx in pos.items():
         r, c = divmod(s - 1, len(xs))
-        if (round(m.stage_y_um, 1), round(m.stage_x_um, 1)) != (ys[r], xs[c]):  # type: ignore[union-attr]
+        if yx != (ys[r], xs[c]):
             return None
     return len(ys), len(xs)
 

@@ -41,16 +41,24 @@ class Htd:
             raise PlateError(f"malformed HTD file {where}: it holds no '\"Key\", value' lines")
 
     def has(self, key: str) -> bool:
+        """Whether the file has the key at all (MetaXpress versions omit different keys)."""
         return key in self.entries
 
     def values(self, key: str) -> list[str]:
+        """The key's comma-separated values as written (empty when the key is absent)."""
         return self.entries[key][1] if key in self.entries else []
 
     def text(self, key: str) -> str | None:
+        """The key's first value, or None when absent."""
         values = self.values(key)
         return values[0] if values else None
 
     def integer(self, key: str) -> int | None:
+        """The key's first value as an int, or None when absent.
+
+        Raises:
+            PlateError: the value is not an integer (the message names the line).
+        """
         if key not in self.entries:
             return None
         lineno, values = self.entries[key]
@@ -63,6 +71,11 @@ class Htd:
             ) from None
 
     def flag(self, key: str) -> bool | None:
+        """The key's first value as a bool (TRUE/FALSE or 1/0), or None when absent.
+
+        Raises:
+            PlateError: any other word (the message names the line).
+        """
         if key not in self.entries:
             return None
         lineno, values = self.entries[key]
@@ -77,6 +90,11 @@ class Htd:
         )
 
     def flags(self, key: str) -> list[bool]:
+        """Every value of the key as a bool (e.g. ``WellsSelection`` rows; the key must exist).
+
+        Raises:
+            PlateError: a value is not TRUE or FALSE (the message names the line).
+        """
         lineno, values = self.entries[key]
         out = []
         for v in values:

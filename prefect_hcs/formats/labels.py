@@ -52,10 +52,13 @@ def write_labels(
     Returns the label image's URL. Raises ValueError when the shapes disagree.
     """
     path = field_path(well, field)
-    root = zarr.open_group(store=writer.store, mode="r+", zarr_format=3)
-    parent = root[path]
-    ms = parent.attrs["ome"]["multiscales"][0]
-    shape0 = parent[ms["datasets"][0]["path"]].shape
+    parent = zarr.open_group(store=writer.store, path=path, mode="r+", zarr_format=3)
+    ome: Any = parent.attrs.asdict()["ome"]  # zarr types attributes as any JSON value
+    ms: dict[str, Any] = ome["multiscales"][0]
+    level0 = parent[ms["datasets"][0]["path"]]
+    if not isinstance(level0, zarr.Array):
+        raise ValueError(f"{path}: the field's first level is not an array")
+    shape0 = level0.shape
     labels = np.asarray(labels)
     if labels.ndim == 2:
         labels = labels[None, None, None]
@@ -102,7 +105,8 @@ def write_labels(
             }
         }
     )
-    names = list(dict.fromkeys([*group.attrs.get("ome", {}).get("labels", []), name]))
+    existing: Any = group.attrs.asdict().get("ome") or {}
+    names = list(dict.fromkeys([*existing.get("labels", []), name]))
     group.attrs.put({"ome": {"version": NGFF_VERSION, "labels": names}})
     return f"{writer.url.rstrip('/')}/{path}/labels/{name}"
 

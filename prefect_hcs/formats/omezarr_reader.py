@@ -6,6 +6,8 @@ multiscales metadata was never finished (see `omezarr_writer`) and reads as miss
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import zarr
 
@@ -35,12 +37,16 @@ def read_well_image(
         group = zarr.open_group(store=store, path=path, mode="r", zarr_format=3)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"no field group {path} in {url}") from exc
+    attrs: dict[str, Any] = group.attrs.asdict()
     try:
-        datasets = group.attrs["ome"]["multiscales"][0]["datasets"]
-    except (KeyError, IndexError) as exc:
+        datasets = attrs["ome"]["multiscales"][0]["datasets"]
+    except (KeyError, IndexError, TypeError) as exc:
         raise FileNotFoundError(
             f"field {path} in {url} has no multiscales metadata (missing or half-written)"
         ) from exc
     if not -len(datasets) <= level < len(datasets):
         raise IndexError(f"level {level} out of range: {path} has {len(datasets)} levels")
-    return np.asarray(group[datasets[level]["path"]][...])
+    array = group[datasets[level]["path"]]
+    if not isinstance(array, zarr.Array):
+        raise FileNotFoundError(f"level {level} of field {path} in {url} is not an array")
+    return np.asarray(array[...])

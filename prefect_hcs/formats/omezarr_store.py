@@ -117,15 +117,16 @@ def sync_fs(url: str, storage_options: dict | None) -> tuple[fsspec.AbstractFile
     return fsspec.core.url_to_fs(url, **(storage_options or {}))
 
 
-def read_group_attrs(store: Any, path: str = "") -> dict | None:
+def read_group_attrs(store: Any, path: str = "") -> dict[str, Any] | None:
     """Attributes of a zarr v3 group at `path`, or None if there is no group there."""
     try:
         group = zarr.open_group(store=store, path=path, mode="r", zarr_format=3)
     except (FileNotFoundError, ValueError, KeyError):  # zarr's not-found/contains errors included
         return None
-    return group.attrs.asdict()
+    attrs: dict[str, Any] = group.attrs.asdict()
+    return attrs
 
 
-def read_plate_attrs(url: str, storage_options: dict | None = None) -> dict | None:
+def read_plate_attrs(url: str, storage_options: dict | None = None) -> dict[str, Any] | None:
     """The plate group's attributes (with 'ome' and 'prefect_hcs'), or None if there is none."""
     return read_group_attrs(open_store(url, storage_options, read_only=True))

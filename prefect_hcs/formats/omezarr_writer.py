@@ -215,7 +215,11 @@ class OmeZarrPlateWriter:
 
         A crash before the flip leaves status 'initializing', so the next run rewrites the layout.
         """
-        mark = {"source_fingerprint": fingerprint, "status": "initializing", "layout": layout}
+        mark: dict[str, Any] = {
+            "source_fingerprint": fingerprint,
+            "status": "initializing",
+            "layout": layout,
+        }
         root = zarr.open_group(store=self.store, mode="a", zarr_format=3)
         root.attrs.put({MARK: mark})  # marks the store as ours before anything else is written
 
@@ -351,12 +355,13 @@ class OmeZarrPlateWriter:
         path = field_path(well, field)
         try:
             group = zarr.open_group(store=self.store, path=path, mode="r", zarr_format=3)
-            ome = group.attrs.asdict().get("ome", {})
+            ome: Any = group.attrs.asdict().get("ome", {})
             datasets = ome["multiscales"][0]["datasets"]
-            arrays = [group[d["path"]] for d in datasets]
+            found = [group[d["path"]] for d in datasets]
         except (FileNotFoundError, KeyError, IndexError, TypeError, ValueError):
             return False
-        if not arrays or not all(isinstance(a, zarr.Array) for a in arrays):
+        arrays = [a for a in found if isinstance(a, zarr.Array)]
+        if not arrays or len(arrays) != len(found):
             return False
         expected = pyramid_shapes(arrays[0].shape, n_levels=len(arrays))
         if [tuple(a.shape) for a in arrays] != expected:
@@ -370,7 +375,7 @@ class OmeZarrPlateWriter:
         attrs = read_group_attrs(self.store)
         if attrs is None or "plate" not in attrs.get("ome", {}):
             raise IncompleteOutputError(f"{self.url} has no plate metadata: was initialize run?")
-        out = []
+        out: list[tuple[str, int]] = []
         for w in attrs["ome"]["plate"]["wells"]:
             well_attrs = read_group_attrs(self.store, w["path"]) or {}
             images = well_attrs.get("ome", {}).get("well", {}).get("images")
@@ -387,7 +392,8 @@ class OmeZarrPlateWriter:
         """Mark the plate complete, or raise IncompleteOutputError naming what is missing."""
         missing = self.missing_fields()
         root = zarr.open_group(store=self.store, mode="r+", zarr_format=3)
-        mark = dict(root.attrs.asdict().get(MARK, {}))
+        current: Any = root.attrs.asdict().get(MARK, {})
+        mark = dict(current)
         if missing:
             mark["status"] = "incomplete"
             mark["missing"] = [f"{w}/{f}" for w, f in missing]

@@ -115,7 +115,7 @@ def _unlisted_warnings(
 
 def _pixel_size(index: HarmonyIndex, where: str, warnings: list[str]) -> float | None:
     """The plate's pixel size (µm) from ImageResolutionX, wherever the version keeps it."""
-    sizes = {ch: xy for ch, xy in index.pixel_um.items() if xy[0]}
+    sizes = {ch: (x, y) for ch, (x, y) in index.pixel_um.items() if x}
     if not sizes:
         warnings.append(
             f"{where} gives no pixel size (no ImageResolutionX in <Images> or <Maps><Entry>): "

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect_hcs.formats.layout import PlateLayout
+from prefect_hcs.formats.physical import stage_positions
 
 __all__ = ["layout_lines", "layout_report"]
 
@@ -17,10 +18,12 @@ _EXAMPLES = 5
 
 
 def _sites(layout: PlateLayout) -> list[dict[str, Any]]:
+    """Stage position of each site of the first well (one pass over the planes)."""
     well = layout.wells[0] if layout.wells else None
+    stage = stage_positions(layout) if well else {}
     out = []
     for site in layout.sites:
-        pos = layout.field_position_um(well, site) if well else None
+        pos = stage.get((well, site)) if well else None
         out.append({"site": site, "x_um": pos[0] if pos else None, "y_um": pos[1] if pos else None})
     return out
 

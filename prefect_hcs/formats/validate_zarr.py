@@ -231,7 +231,7 @@ def _check_field(store: Any, path: str) -> Iterator[Finding]:
             continue
         if arr.ndim != len(axes):
             yield "problem", f"field {path}/{dpath}: {arr.ndim} dims for {len(axes)} axes"
-        names = list(arr.metadata.dimension_names or [])
+        names = list(getattr(arr.metadata, "dimension_names", None) or [])  # None on zarr v2
         if names != axes:
             yield "problem", f"field {path}/{dpath}: dimension_names {names} != axes {axes}"
         shapes.append(tuple(arr.shape))

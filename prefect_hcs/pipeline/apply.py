@@ -121,21 +121,21 @@ def apply_step(data: WellData, plan: StepPlan) -> tuple[WellData, dict[str, list
     other_axes = [AXES.index(c) for c in other]
     arr = np.moveaxis(data.array, vc_axes + other_axes, list(range(4)))
     other_shape = arr.shape[len(vc) : 4]
-    chains = plan.function if isinstance(plan.function, dict) else None
+    function = plan.function
     results: dict[tuple[int, ...], np.ndarray] = {}
     tables: dict[str, list[dict[str, Any]]] = {}
     for idx in itertools.product(*(range(n) for n in other_shape)):
         labels = {c: data.coords[c][i] for c, i in zip(other, idx, strict=True)}
         group = ", ".join(f"{c} {v}" for c, v in labels.items()) or "all"
         stack = arr[(slice(None),) * len(vc) + idx]
-        if chains is not None:
+        if isinstance(function, dict):
             key = str(labels.get(plan.group_by or "", ""))
-            chain = chains.get(key)
-            if chain is None:
+            if key not in function:
                 results[idx] = stack
                 continue
+            chain = function[key]
         else:
-            chain = plan.function
+            chain = function
         out, extra = _run_chain(chain, stack, plan, group)
         results[idx] = out
         for name, rows in extra.items():

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import posixpath
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from typing import Any
 
 import numpy as np
@@ -137,7 +137,7 @@ def _stack_text(stack: dict[str, int]) -> str:
 
 
 def partial_reshape_problem(
-    where: str, before: dict[str, Any], after: dict[str, Any], step_wells: set[str], wells: tuple
+    where: str, before: dict[str, Any], after: dict[str, Any], step_wells: Set[str], wells: tuple
 ) -> str | None:
     """A step that changes a well's fields or their size but applies to some wells only."""
     if before == after or set(wells) <= step_wells:

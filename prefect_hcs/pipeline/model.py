@@ -65,9 +65,9 @@ Chain = tuple[FunctionCall, ...]
 
 
 def _registered_name(func: Callable[..., Any]) -> str:
-    from prefect_hcs.processing.registry import list_functions
+    from prefect_hcs.processing.registry import all_specs
 
-    for spec in list_functions():
+    for spec in all_specs():
         if spec.func is func:
             return spec.name
     name = getattr(func, "__name__", repr(func))
@@ -148,10 +148,11 @@ class Step(BaseModel):
     def chains(self) -> dict[str | None, Chain]:
         """{group value or None: chain}."""
         if isinstance(self.func, dict):
-            return dict(self.func)
+            return {key: chain for key, chain in self.func.items()}
         return {None: self.func}
 
     def function_names(self) -> list[str]:
+        """Every function the step calls, in chain order, for the compiler's registry checks."""
         return [call.name for chain in self.chains().values() for call in chain]
 
 
@@ -180,6 +181,7 @@ class Pipeline(BaseModel):
 
 
 def pipeline_from_data(data: Any, origin: str = "pipeline") -> Pipeline:
+    """A `Pipeline` from parsed YAML/JSON; raises `PipelineError` with one line per problem."""
     if not isinstance(data, dict):
         raise PipelineError(
             f"{origin}: expected a mapping with `name` and `steps`, got {type(data).__name__}"

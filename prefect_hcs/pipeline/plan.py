@@ -32,6 +32,57 @@ def _as_dict(model: Any) -> dict[str, Any]:
     return model if isinstance(model, dict) else model.model_dump(mode="json")
 
 
+#: StepPlan fields every well of a step shares (hashed once per step).
+STEP_FIELDS = (
+    "plate_id",
+    "step_index",
+    "step_name",
+    "function",
+    "variable_components",
+    "group_by",
+    "input_source",
+    "read_backend",
+    "write_backend",
+    "materialized_backend",
+    "is_last",
+    "config",
+    "code_versions",
+    "backend_reasons",
+)
+#: StepPlan fields of the well itself (with STEP_FIELDS: all but the fingerprints).
+WELL_FIELDS = (
+    "well",
+    "applies",
+    "metadata",
+    "read_from",
+    "source_planes",
+    "output_dir",
+    "output_url",
+    "materialized_output_dir",
+    "materialized_url",
+    "special_outputs",
+)
+#: What a step that does not apply to a well leaves out of that well's fingerprint.
+_PASS_THROUGH = ("function", "code_versions", "config", "variable_components", "group_by")
+
+
+def step_content(step: dict[str, Any], applies: bool) -> dict[str, Any]:
+    """The shared part of a step plan's fingerprinted content (`step` is its STEP_FIELDS as JSON).
+
+    Well-filter settings are left out (they count through `applies`); so is what a step that
+    does not apply to the well would have run.
+    """
+    if not applies:
+        return {k: v for k, v in step.items() if k not in _PASS_THROUGH}
+    config = {k: v for k, v in step["config"].items() if not k.endswith(_FILTER_KEYS)}
+    return {**step, "config": config}
+
+
+def plan_fingerprint(step_fingerprint: str, well: dict[str, Any]) -> str:
+    """A step plan's fingerprint: the hash of its shared part and its well's own fields (JSON)."""
+    return fingerprint_of({"step": step_fingerprint, "well": well})
+
+
 class Frozen(BaseModel):
     """Base of every plan model: immutable, and unknown fields are an error."""
 
@@ -86,24 +137,22 @@ class StepPlan(Frozen):
     def content(self) -> dict[str, Any]:
         """What the fingerprint covers: what this well's output of this step depends on.
 
+        Split in the part every well of the step shares (``step``) and this well's own
+        (``well``), so the compiler hashes the shared part once per step (`plan_fingerprint`).
         Well filters count only through their effect on this well (`applies`, the checkpoint
         URL), so narrowing a filter recomputes only the wells it drops or adds. A step that does
         not apply to the well passes its data through: its function, kwargs, code and config do
         not count for that well.
         """
-        skip = {"fingerprint", "chain_fingerprint"}
-        if not self.applies:
-            skip |= {"function", "code_versions", "config", "variable_components", "group_by"}
-        data = self.model_dump(mode="json", exclude=skip)
-        if "config" in data:
-            data["config"] = {
-                k: v for k, v in data["config"].items() if not k.endswith(_FILTER_KEYS)
-            }
-        return data
+        step = self.model_dump(mode="json", include=set(STEP_FIELDS))
+        well = self.model_dump(mode="json", include=set(WELL_FIELDS))
+        return {"step": step_content(step, self.applies), "well": well}
 
     def with_fingerprint(self) -> StepPlan:
         """This plan with `fingerprint` set from its `content`."""
-        return self.model_copy(update={"fingerprint": fingerprint_of(self.content())})
+        content = self.content()
+        fp = plan_fingerprint(fingerprint_of(content["step"]), content["well"])
+        return self.model_copy(update={"fingerprint": fp})
 
     def summary(self) -> dict[str, Any]:
         """The keys `prefect-hcs plan --json` promises, plus a few useful ones."""

@@ -2,7 +2,7 @@
 
 A function that declares the metadata input ``illumination`` (`illumination_correct`) needs a
 flat-field per channel estimated from the whole plate. The compiler calls `plan_plate_steps`
-after the per-well plans exist: it plans one `PlateStepPlan` per distinct estimate (which wells'
+on the per-well drafts, before fingerprinting them: it plans one `PlateStepPlan` per distinct estimate (which wells'
 source planes, which parameters, where the result goes), fingerprints it, and gives every
 step plan that uses it ``metadata["illumination"] = {"url", "fingerprint"}`` — so the per-well
 fingerprints (and the resume chain) include the plate-level step's. The runtime runs the plate
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect_hcs.pipeline.plan import Frozen, InputPlane, StepPlan, fingerprint_of
+from prefect_hcs.pipeline.plan import Frozen, InputPlane, fingerprint_of
 
 __all__ = ["PLATE_INPUTS", "PlateStepPlan", "plan_plate_steps"]
 
@@ -50,52 +50,51 @@ def _sample(wells: list[str], n: int | None) -> list[str]:
 
 
 def plan_plate_steps(
-    plans: list[StepPlan], root: str
-) -> tuple[list[StepPlan], tuple[PlateStepPlan, ...]]:
-    """Plan the plate-level steps the step plans need; return the updated plans and them.
+    functions: list[Any], drafts: list[dict[str, Any]], root: str
+) -> tuple[list[dict[str, Any]], tuple[PlateStepPlan, ...]]:
+    """Plan the plate-level steps the step-plan drafts need; return the updated drafts and them.
 
-    ``root`` is the run's output root; results go to ``<root>/.plate/<kind>-<fp16>.npz``.
+    `functions` is each step's ``func``; `drafts` are the per-well `StepPlan` fields (with
+    ``step_index``) before fingerprinting (the compiler's phase 5). A draft whose functions need a
+    plate-level result gets ``metadata[kind] = {"url", "fingerprint"}``, so its fingerprint
+    (phase 7) covers the plate step's. ``root`` is the run's output root; results go to
+    ``<root>/.plate/<kind>-<fp16>.npz``.
     """
     from prefect_hcs.processing.registry import get_function
 
+    needs = [  # per step: (kind, call) of each plate-level input its functions need
+        [
+            (kind, call)
+            for call in _calls(function)
+            for kind in get_function(call.name).metadata_inputs
+            if kind in PLATE_INPUTS
+        ]
+        for function in functions
+    ]
+    if not any(needs):
+        return drafts, ()
     wanted: dict[str, PlateStepPlan] = {}
-    uses: dict[int, dict[str, str]] = {}
-    first_step = {p.well: p for p in plans if p.step_index == 0}
+    first_step = {d["well"]: d for d in drafts if d["step_index"] == 0}
     wells = sorted(first_step)
-    for idx, plan in enumerate(plans):
-        for call in _calls(plan.function):
-            for kind in get_function(call.name).metadata_inputs:
-                if kind not in PLATE_INPUTS:
-                    continue
-                kwargs = {k: call.kwargs.get(k, d) for k, d in PLATE_INPUTS[kind].items()}
-                sample = _sample(wells, kwargs["sample_wells"])
-                planes = tuple(q for w in sample for q in first_step[w].source_planes)
-                content = {"kind": kind, "kwargs": kwargs, "planes": [q.url for q in planes]}
-                fp = fingerprint_of(content)
-                if fp not in wanted:
-                    wanted[fp] = PlateStepPlan(
-                        kind=kind,
-                        kwargs=kwargs,
-                        wells=tuple(sample),
-                        channels=tuple(sorted({q.channel for q in planes})),
-                        source_planes=planes,
-                        result_url=f"{root.rstrip('/')}/.plate/{kind}-{fp[:16]}.npz",
-                        fingerprint=fp,
-                    )
-                uses.setdefault(idx, {})[kind] = fp
-    if not uses:
-        return plans, ()
-    out: list[StepPlan] = []
-    chain_by_well: dict[str, str] = {}
-    for idx, plan in enumerate(plans):
-        if idx in uses:
-            extra = {
-                k: {"url": wanted[fp].result_url, "fingerprint": fp} for k, fp in uses[idx].items()
-            }
-            plan = plan.model_copy(update={"metadata": {**plan.metadata, **extra}})
-            plan = plan.with_fingerprint()
-        prev = chain_by_well.get(plan.well, "") if plan.step_index else ""
-        chain = fingerprint_of([prev, plan.fingerprint])
-        chain_by_well[plan.well] = chain
-        out.append(plan.model_copy(update={"chain_fingerprint": chain}))
+    out = []
+    for d in drafts:
+        extra = {}
+        for kind, call in needs[d["step_index"]]:
+            kwargs = {k: call.kwargs.get(k, v) for k, v in PLATE_INPUTS[kind].items()}
+            sample = _sample(wells, kwargs["sample_wells"])
+            planes = tuple(q for w in sample for q in first_step[w]["source_planes"])
+            content = {"kind": kind, "kwargs": kwargs, "planes": [q.url for q in planes]}
+            fp = fingerprint_of(content)
+            if fp not in wanted:
+                wanted[fp] = PlateStepPlan(
+                    kind=kind,
+                    kwargs=kwargs,
+                    wells=tuple(sample),
+                    channels=tuple(sorted({q.channel for q in planes})),
+                    source_planes=planes,
+                    result_url=f"{root.rstrip('/')}/.plate/{kind}-{fp[:16]}.npz",
+                    fingerprint=fp,
+                )
+            extra[kind] = {"url": wanted[fp].result_url, "fingerprint": fp}
+        out.append({**d, "metadata": {**d["metadata"], **extra}} if extra else d)
     return out, tuple(wanted.values())

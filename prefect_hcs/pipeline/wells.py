@@ -40,9 +40,9 @@ def _match_token(token: str, wells: Sequence[str]) -> set[str]:
             cols = {int(spec)}
         return {w for w in wells if WellId.parse(w).column in cols}
     if ":" in token:
-        a, b = (WellId.parse(_canonical(x.strip())) for x in token.split(":", 1))
-        r0, r1 = sorted((a.row_index, b.row_index))
-        c0, c1 = sorted((a.column_index, b.column_index))
+        first, last = (WellId.parse(_canonical(x.strip())) for x in token.split(":", 1))
+        r0, r1 = sorted((first.row_index, last.row_index))
+        c0, c1 = sorted((first.column_index, last.column_index))
         return {
             w
             for w in wells

@@ -89,7 +89,7 @@ def _token_kind(token: str) -> Any:
     """
     token = token.strip().strip("`").strip()
     if m := _QUOTED.match(token):
-        return Literal[m.group(2)]  # type: ignore[valid-type]
+        return Literal[m.group(2)]
     if token in ("True", "False"):
         return bool
     if _INT_MEMBER.match(token):
@@ -180,7 +180,7 @@ def annotation_from_doc(type_name: str | None, default: Any, has_default: bool) 
     if has_default and (dk := _default_kind(default)) is not None and dk not in kinds:
         has_literals = any(typing.get_origin(k) is Literal for k in kinds)
         if dk is str and has_literals:
-            kinds.append(Literal[default])  # type: ignore[valid-type]
+            kinds.append(Literal[default])
         elif not (dk is int and float in kinds):
             kinds.append(dk)
     if all(k in (ARRAY, CALLABLE, type(None)) for k in kinds):
@@ -192,7 +192,7 @@ def annotation_from_doc(type_name: str | None, default: Any, has_default: bool) 
         literals = []  # "str" already allows every literal
     members: list[Any] = []
     if literals:
-        members.append(Literal[tuple(typing.get_args(x)[0] for x in literals)])  # type: ignore[misc]
+        members.append(Literal[tuple(typing.get_args(x)[0] for x in literals)])
     members.extend(others)
     if len(members) == 1:
         return members[0]

@@ -215,8 +215,8 @@ def param_docs_of(doc: str) -> dict[str, DocstringParam]:
     return out
 
 
-def _check_image_param(first: inspect.Parameter | None, docs: Mapping[str, Any]) -> str | None:
-    if first is None or first.kind is inspect.Parameter.VAR_POSITIONAL:
+def _check_image_param(first: inspect.Parameter, docs: Mapping[str, Any]) -> str | None:
+    if first.kind is inspect.Parameter.VAR_POSITIONAL:
         return "takes no image"
     if first.name not in _IMAGE_NAMES:
         return f"the first parameter {first.name!r} is not an image"
@@ -348,6 +348,8 @@ def _register_one(module: str, fname: str, func: Callable[..., Any]) -> str | No
         return "no inspectable signature"
     docs = param_docs_of(doc)
     first = next(iter(sig.parameters.values()), None)
+    if first is None:
+        return "takes no image"
     if why := _check_image_param(first, docs):
         return why
     exposed = _user_parameters(sig, docs, _TYPE_OVERRIDES.get(key, {}))
@@ -382,9 +384,9 @@ def _register_one(module: str, fname: str, func: Callable[..., Any]) -> str | No
 
 
 def _skimage_version() -> str:
-    import skimage
+    from importlib.metadata import version
 
-    return f"skimage-{skimage.__version__}"
+    return f"skimage-{version('scikit-image')}"
 
 
 def _input_dtypes(module: str, key: str, image_doc: str) -> tuple[str, ...]:

@@ -258,12 +258,18 @@ def _anchor_priors(nominal: np.ndarray, pairs: list[tuple[int, int]]) -> list[Pa
     A tile that overlaps no other tile is held at its nominal offset from tile 0, so the system
     stays determined however sparse the acquisition.
     """
-    priors = [PairOffset(i, j, *map(float, nominal[j] - nominal[i]), 0.0) for i, j in pairs]
+    priors = [_nominal_offset(nominal, i, j) for i, j in pairs]
     linked = {k for pair in pairs for k in pair}
     for k in range(1, len(nominal)):
         if k not in linked:
-            priors.append(PairOffset(0, k, *map(float, nominal[k] - nominal[0]), 0.0))
+            priors.append(_nominal_offset(nominal, 0, k))
     return priors
+
+
+def _nominal_offset(nominal: np.ndarray, i: int, j: int) -> PairOffset:
+    """Tile ``j`` at its nominal offset from tile ``i``, with no measured correlation."""
+    dy, dx = nominal[j] - nominal[i]
+    return PairOffset(i, j, float(dy), float(dx), 0.0)
 
 
 def fields_overlap(nominal: np.ndarray, tile_shape: tuple[int, int]) -> bool:
@@ -456,13 +462,13 @@ def stitch_tiles(
             f"reference_channel={reference_channel} but the stack has {tiles.shape[0]} channel(s)"
         )
     h, w = tiles.shape[-2:]
-    if site_positions_px is None and (grid is None or overlap is None):
-        raise ValueError("the plate records neither stage positions nor a site grid")
     if site_positions_px is not None:
         nominal = _check_nominal(site_positions_px, tiles.shape[1])
-    else:
+    elif grid is not None and overlap is not None:
         rows, cols = _check_grid(grid, overlap)
-        nominal = _nominal_positions((rows, cols), (h, w), float(overlap or 0.0))
+        nominal = _nominal_positions((rows, cols), (h, w), float(overlap))
+    else:
+        raise ValueError("the plate records neither stage positions nor a site grid")
     positions, _pairs = compute_tile_positions(
         tiles[reference_channel],
         grid,

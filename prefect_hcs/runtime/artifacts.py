@@ -16,6 +16,7 @@ from prefect_hcs.runtime import thumbnails
 
 
 def function_label(plan: StepPlan) -> str:
+    """The step's function chain as text ('a → b', or 'key: a → b; ...' per group) for tables."""
     if isinstance(plan.function, dict):
         return "; ".join(
             f"{k}: " + " → ".join(c.name for c in chain) for k, chain in plan.function.items()

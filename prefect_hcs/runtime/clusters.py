@@ -116,10 +116,16 @@ def _slurm_kwargs(plan: PlatePlan) -> tuple[dict[str, Any], int]:
             "execution_config.task_runner is 'slurm' but dask-jobqueue is not installed on this "
             "worker: `pip install prefect-hcs[dask]`"
         ) from None
+    from prefect_hcs.blocks.loading import load_block
     from prefect_hcs.blocks.slurm import HcsSlurmCluster
 
+    if not plan.slurm_cluster:
+        raise ClusterUnavailableError(
+            "execution_config.task_runner is 'slurm' but execution_config.slurm_cluster names no "
+            "hcs-slurm-cluster block"
+        )
     try:
-        block = HcsSlurmCluster.load(plan.slurm_cluster, _sync=True)
+        block = load_block(HcsSlurmCluster, plan.slurm_cluster)
     except ValueError as exc:
         if "Unable to find block document" not in str(exc):
             raise

@@ -339,7 +339,7 @@ def _run_chunks(
     opts: dict[str, Any],
     runner: Any,
     monitor: PlateMonitor | None = None,
-) -> tuple[list[str], dict[str, str], dict[str, list[int]]]:
+) -> tuple[list[str], dict[str, str], dict[str, list[dict[str, Any]]]]:
     """The flow-side scheduler: at most `num_workers` tasks in flight, next step on completion.
 
     `runner` is a started task runner to submit to (Dask), or None for the flow's own runner;

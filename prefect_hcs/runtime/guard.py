@@ -9,7 +9,7 @@ guarded by the parameter schema instead (see `prefect_hcs.pipeline.secrets`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from prefect import Flow
 from prefect.utilities.callables import get_call_parameters
@@ -34,7 +34,7 @@ class ParameterGuardedFlow(Flow):
         """Same as `Flow.with_options`, keeping the guard."""
         new = super().with_options(**options)
         new.__class__ = ParameterGuardedFlow
-        return new
+        return cast(ParameterGuardedFlow, new)  # the class was just swapped
 
 
 def check_parameters(parameters: dict[str, Any]) -> None:

@@ -131,28 +131,33 @@ def is_local(fs: Any) -> bool:
 
 
 def read_bytes(url: str, storage_options: dict[str, Any] | None = None) -> bytes:
+    """A whole file's bytes; ``storage_options`` may name a credentials block (resolved here)."""
     fs, path = fs_for(url, storage_options)
     return fs.cat_file(path)
 
 
 def exists(url: str, storage_options: dict[str, Any] | None = None) -> bool:
+    """Whether the URL exists, with the same options as `read_bytes`."""
     fs, path = fs_for(url, storage_options)
     return bool(fs.exists(path))
 
 
 def delete(url: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Remove a file if it exists (idempotent, so a retried cleanup does not fail)."""
     fs, path = fs_for(url, storage_options)
     if fs.exists(path):
         fs.rm(path)
 
 
 def array_to_npy(array: np.ndarray) -> bytes:
+    """An array as .npy bytes (no pickles: intermediates must not execute code when read)."""
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     return buf.getvalue()
 
 
 def npy_to_array(data: bytes) -> np.ndarray:
+    """The inverse of `array_to_npy`; refuses pickled object arrays."""
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
@@ -164,6 +169,7 @@ def array_to_tiff(array: np.ndarray, axes: str) -> bytes:
 
 
 def tiff_to_array(data: bytes) -> np.ndarray:
+    """Pixels of TIFF bytes, as tifffile reads them."""
     return tifffile.imread(io.BytesIO(data))
 
 
@@ -191,4 +197,5 @@ def _csv_value(value: Any) -> Any:
 
 
 def csv_to_rows(data: bytes) -> list[dict[str, str]]:
+    """Rows of a CSV written by `rows_to_csv` (all values as strings)."""
     return list(csv.DictReader(io.StringIO(data.decode())))

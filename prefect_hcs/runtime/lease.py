@@ -125,10 +125,12 @@ class LeaseInfo:
         )
 
     def to_bytes(self) -> bytes:
+        """The lease file's content (sorted JSON, so equal leases are equal bytes)."""
         return json.dumps(asdict(self), sort_keys=True).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LeaseInfo:
+        """Parse a lease file; leases written before ``run_name`` existed read as ''."""
         raw = json.loads(data)
         return cls(
             str(raw["run_id"]), str(raw.get("run_name", "")), str(raw["host"]), int(raw["pid"]),

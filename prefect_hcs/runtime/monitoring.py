@@ -91,6 +91,7 @@ def browsable(url: str) -> str:
 
 
 def plate_resource(plate_id: str, plate_url: str) -> dict[str, str]:
+    """The plate as a Prefect event resource (URL without credentials), for automations."""
     return {
         "prefect.resource.id": f"{EVENT_PREFIX}.plate.{plate_id}",
         "prefect.resource.name": plate_id,
@@ -137,6 +138,7 @@ def emit(kind: str, plate_id: str, plate_url: str, payload: dict[str, Any]) -> N
 
 
 def short_reason(text: str, limit: int = 500) -> str:
+    """One line of at most ``limit`` characters, for artifacts and event payloads."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -164,7 +166,11 @@ class PlateMonitor:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, plan: PlatePlan, storage_options: dict[str, Any]) -> None:
-        # what it reads back (tables, thumbnails) are outputs: the output's options
+        """Tag the run and publish the plan and the progress artifact once the plan is compiled.
+
+        Tables and thumbnails are read back from the output, so the output's storage options
+        are kept (``storage_options`` are the plate's).
+        """
         self.plan, self.plate_id, self._opts = plan, plan.plate_id, plan.output.storage_options
         tag_flow_run(f"plate:{plan.plate_id}", f"pipeline:{plan.pipeline_name}")
         self._publish_plan()
@@ -182,6 +188,7 @@ class PlateMonitor:
         )
 
     def completed(self, summary: dict[str, Any]) -> None:
+        """Publish the final artifacts and emit ``plate.completed`` with the run's summary."""
         self.publish_results(summary.get("tables"))
         emit(
             "plate.completed",
@@ -196,6 +203,7 @@ class PlateMonitor:
         )
 
     def failed(self, exc: BaseException) -> None:
+        """Publish what is known and emit ``plate.failed`` naming the failed wells and the error."""
         if self.plan is None:
             tag_flow_run(f"plate:{self.plate_id}")
         else:
@@ -214,6 +222,7 @@ class PlateMonitor:
 
     # ------------------------------------------------------------------ wells
     def wells_skipped(self, wells: list[str]) -> None:
+        """Count wells that a resumed run found complete (they are not run again)."""
         for w in wells:
             self.status[w] = "skipped"
         self._update_progress()
@@ -224,11 +233,13 @@ class PlateMonitor:
             self.seconds[r.well] = self.seconds.get(r.well, 0.0) + r.seconds
 
     def wells_done(self, wells: list[str]) -> None:
+        """Count wells whose last step completed; updates the progress artifact."""
         for w in wells:
             self.status[w] = "completed"
         self._update_progress()
 
     def well_failed(self, well: str, step: str, reason: str) -> None:
+        """Record a failed well and emit a per-well event (at most `MAX_WELL_EVENTS` per run)."""
         self.status[well] = "failed"
         self.details[well] = short_reason(f"step {step!r}: {reason}", 300)
         if self._well_events < MAX_WELL_EVENTS:
@@ -247,6 +258,7 @@ class PlateMonitor:
         self._update_progress()
 
     def counts(self) -> dict[str, int]:
+        """Wells by state (total, completed, failed, skipped) for progress and summaries."""
         values = list(self.status.values())
         return {
             "total": len(self.plan.wells) if self.plan else 0,

@@ -81,7 +81,8 @@ def run_plate_steps(plan: PlatePlan, storage_options: dict[str, Any] | None = No
             continue
         result = _compute(step, opts)
         buf = io.BytesIO()
-        np.savez(buf, fingerprint=step.fingerprint, stamps=stamps, **result)
+        arrays: dict[str, Any] = {"fingerprint": step.fingerprint, "stamps": stamps, **result}
+        np.savez(buf, **arrays)
         hio.write_bytes(step.result_url, buf.getvalue(), out)
         _LOADED.pop(step.result_url, None)
         done.append(

@@ -147,12 +147,13 @@ def crash_dead_run(run: Any, reason: str) -> Any:
 def retry_plate_run(run: Any) -> dict[str, Any]:
     """Retry one run; returns {"flow_run", "plate", "action", "state"}."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas import OrchestrationResult
     from prefect.states import Scheduled
 
     plate = (run.parameters or {}).get("plate")
     if run.deployment_id:
         with get_client(sync_client=True) as client:
-            result = client.set_flow_run_state(
+            result: OrchestrationResult[Any] = client.set_flow_run_state(
                 run.id, Scheduled(message="Retried by prefect-hcs retry-failed"), force=True
             )
         return {"flow_run": str(run.id), "plate": plate, "action": "rescheduled",

@@ -10,7 +10,7 @@ idempotency key (screen run id + plate URL) makes the retry find the runs it alr
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from prefect import get_run_logger
@@ -127,12 +127,16 @@ def process_screen(
         }
         if output_storage_options is not None:
             params["output_storage_options"] = output_storage_options
-        run = run_deployment(
-            plate_deployment,
-            parameters=params,
-            timeout=0,
-            as_subflow=True,
-            idempotency_key=f"screen-{screen_id}:{plate}",
+        # sync_compatible: called from this synchronous flow it returns the FlowRun itself
+        run = cast(
+            FlowRun,
+            run_deployment(
+                plate_deployment,
+                parameters=params,
+                timeout=0,
+                as_subflow=True,
+                idempotency_key=f"screen-{screen_id}:{plate}",
+            ),
         )
         started.append((plate, run))
     if retrying:

@@ -20,12 +20,14 @@ from pathlib import Path
 
 
 def free_port() -> int:
+    """A loopback TCP port free right now (the OS picks it, so parallel servers do not clash)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def api_healthy(api_url: str, timeout: float = 2.0) -> bool:
+    """Whether a Prefect API answers ``/health``; any network error is just "no"."""
     try:
         with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout) as r:
             return r.status == 200
@@ -72,9 +74,11 @@ class LocalServer:
 
     @property
     def ui_url(self) -> str:
+        """The UI's base URL (the API URL without ``/api``), for links printed to the user."""
         return self.api_url.removesuffix("/api")
 
     def stop(self, timeout: float = 15.0) -> None:
+        """Stop the server's whole process group, SIGKILL after ``timeout`` seconds."""
         if self.process is None or self.process.poll() is not None:
             return
         os.killpg(self.process.pid, signal.SIGTERM)

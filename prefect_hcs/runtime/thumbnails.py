@@ -50,6 +50,7 @@ def shrink_png(png: bytes, max_px: int) -> bytes:
 
 
 def data_uri(png: bytes) -> str:
+    """PNG bytes as a ``data:`` URI, so a markdown artifact shows the image without file hosting."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 

@@ -14,12 +14,13 @@ at the folder the microscope exports into.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -69,8 +70,15 @@ Starter = Callable[[str, str], Started]
 
 
 class WatchState(Protocol):
-    def load(self) -> dict[str, Any]: ...
-    def save(self, data: dict[str, Any]) -> None: ...
+    """Where a watch run remembers listings and processed plates between scans."""
+
+    def load(self) -> dict[str, Any]:
+        """The saved state, or {} when there is none yet."""
+        ...
+
+    def save(self, data: dict[str, Any]) -> None:
+        """Replace the saved state."""
+        ...
 
 
 # ------------------------------------------------------------------------------------ scanning
@@ -154,6 +162,7 @@ class FileState:
         self.fs, self.path = fsspec.core.url_to_fs(url, **fsspec_options(url, storage_options))
 
     def load(self) -> dict[str, Any]:
+        """The saved state; a missing or damaged file reads as {} (one extra scan, no failure)."""
         try:
             return json.loads(self.fs.cat_file(self.path))
         except FileNotFoundError:
@@ -162,6 +171,7 @@ class FileState:
             return {}  # a damaged state only costs one extra scan
 
     def save(self, data: dict[str, Any]) -> None:
+        """Write a temporary file, then move it over the state, so a reader never sees half."""
         parent = self.path.rsplit("/", 1)[0]
         self.fs.makedirs(parent, exist_ok=True)
         tmp = f"{self.path}.{time.time_ns()}.tmp"
@@ -173,9 +183,11 @@ class NoState:
     """No persisted state: only `settle_seconds` can show a plate is stable."""
 
     def load(self) -> dict[str, Any]:
+        """Always {}: nothing is remembered."""
         return {}
 
     def save(self, data: dict[str, Any]) -> None:
+        """Discard the state."""
         return None
 
 
@@ -214,22 +226,20 @@ def watch_once(
     decisions = []
     for url, lst in current.items():
         key = run_key(url, lst.digest, params)
-        row = {"plate": url, "files": lst.files, "bytes": lst.bytes}
+        row = functools.partial(Decision, plate=url, files=lst.files, bytes=lst.bytes)
         if not lst.has_metadata:
-            decisions.append(Decision(status="waiting: no plate metadata yet", **row))
+            decisions.append(row(status="waiting: no plate metadata yet"))
         elif url not in previous:
-            decisions.append(Decision(status="waiting: first seen", **row))
+            decisions.append(row(status="waiting: first seen"))
         elif previous[url] != lst.digest:
-            decisions.append(Decision(status="waiting: still being written", **row))
+            decisions.append(row(status="waiting: still being written"))
         elif processed.get(url) == key:
-            decisions.append(Decision(status="already processed", idempotency_key=key, **row))
+            decisions.append(row(status="already processed", idempotency_key=key))
         else:
             got = start(url, key)
             processed[url] = key
             status = "started" if got.created else "already processed"
-            decisions.append(
-                Decision(status=status, flow_run=got.flow_run_name, idempotency_key=key, **row)
-            )
+            decisions.append(row(status=status, flow_run=got.flow_run_name, idempotency_key=key))
     # merge, do not replace: a concurrent watch run may have recorded plates too
     latest = state.load()
     merged_processed = {**latest.get("processed", {}), **processed}
@@ -257,6 +267,7 @@ def deployment_starter(deployment: str, parameters: dict[str, Any]) -> Starter:
         FlowRunFilter,
         FlowRunFilterIdempotencyKey,
     )
+    from prefect.client.schemas.objects import FlowRun
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.deployments import run_deployment
 
@@ -273,13 +284,17 @@ def deployment_starter(deployment: str, parameters: dict[str, Any]) -> Starter:
             )
         if existing:
             return Started(str(existing[0].id), existing[0].name, created=False)
-        run = run_deployment(
-            deployment,
-            parameters={**parameters, "plate": url},
-            timeout=0,
-            idempotency_key=key,
-            as_subflow=False,
-            tags=["hcs-watch"],
+        # sync_compatible: called from this synchronous function it returns the FlowRun itself
+        run = cast(
+            FlowRun,
+            run_deployment(
+                deployment,
+                parameters={**parameters, "plate": url},
+                timeout=0,
+                idempotency_key=key,
+                as_subflow=False,
+                tags=["hcs-watch"],
+            ),
         )
         return Started(str(run.id), run.name, created=True)
 

@@ -31,6 +31,8 @@ from prefect_hcs.storage.object_store import file_stamp
 
 @dataclass
 class WellResult:
+    """What one step did for one well: its time and the rows of each table it wrote."""
+
     well: str
     step: str
     seconds: float
@@ -100,12 +102,9 @@ def _save_intermediate(
     data: WellData, inputs_fp: str, url: str, storage_options: dict[str, Any]
 ) -> None:
     buf = io.BytesIO()
-    np.savez(
-        buf,
-        array=data.array,
-        inputs_fp=np.asarray(inputs_fp),
-        **{f"coords_{a}": np.asarray(data.coords[a], dtype=np.int64) for a in AXES},
-    )
+    arrays: dict[str, Any] = {"array": data.array, "inputs_fp": np.asarray(inputs_fp)}
+    arrays |= {f"coords_{a}": np.asarray(data.coords[a], dtype=np.int64) for a in AXES}
+    np.savez(buf, **arrays)
     hio.write_bytes(url, buf.getvalue(), storage_options)
 
 

@@ -80,7 +80,7 @@ def _classify(exc: BaseException, what: str) -> BaseException | None:
 
 def _import_gateway() -> Any:
     try:
-        from omero import gateway  # type: ignore[import-not-found]
+        from omero import gateway
     except ImportError as exc:
         raise ImportError(
             "the real OMERO adapter needs omero-py and its Ice runtime: "

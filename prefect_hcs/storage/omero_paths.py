@@ -112,17 +112,17 @@ def parse(path: str) -> OmeroPath:
 
 
 def plate_path(plate_id: int) -> str:
-    """``plate_<id>``: the plate's root path."""
+    """The plate's folder in ``omero://`` paths ('plate_<id>')."""
     return f"plate_{plate_id}"
 
 
 def well_path(plate_id: int, well: str) -> str:
-    """``plate_<id>/<well>``: a well's folder."""
+    """A well's folder in ``omero://`` paths ('plate_<id>/<well>')."""
     return f"plate_{plate_id}/{well}"
 
 
 def site_path(plate_id: int, well: str, site: int) -> str:
-    """``plate_<id>/<well>/s<site>``: a site's folder (sites count from 1)."""
+    """A site's folder in ``omero://`` paths (sites zero-padded to three digits, 's001')."""
     return f"plate_{plate_id}/{well}/s{site:03d}"
 
 
@@ -132,7 +132,7 @@ def plane_name(well: str, site: int, channel: int, z: int, timepoint: int) -> st
 
 
 def plane_path(plate_id: int, well: str, site: int, channel: int, z: int, timepoint: int) -> str:
-    """The read-only TIFF path of one plane (channel, z and timepoint count from 1)."""
+    """A plane's ``omero://`` path, named like an ImageXpress file so readers find it."""
     name = plane_name(well, site, channel, z, timepoint)
     return f"{site_path(plate_id, well, site)}/{name}"
 

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pydantic import SecretStr
+
 from prefect_hcs.storage.omero_errors import OmeroConnectionError
 from prefect_hcs.storage.omero_gateway import OmeroAdapter, PlateInfo
 from prefect_hcs.storage.omero_hook import gateway_factory
@@ -76,7 +78,8 @@ class OmeroConnection:
         if host is not None and not user:
             raise ValueError("an omero login by host needs user='<name>' in the storage options")
         if host is not None:
-            credentials = OmeroLogin(host, str(user), password, port, group, secure)
+            secret = SecretStr(password) if password is not None else None
+            credentials = OmeroLogin(host, str(user), secret, port, group, secure)
         self.credentials_block = credentials_block
         self.login: OmeroLogin | None = _as_login(credentials) if credentials else None
         self.gateway = gateway

@@ -8,7 +8,7 @@ CV8000 measurement folder (`synthetic_cellvoyager`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from prefect_hcs.formats.layout import PlateError
 
@@ -43,9 +43,8 @@ def make_any_plate(
         from prefect_hcs.testing.synthetic_harmony import make_harmony_plate
 
         instrument = "Operetta CLS" if format == "operetta" else "Phenix"
-        return make_harmony_plate(
-            out_dir, variant=variant or "v5", instrument=instrument, **options
-        )
+        harmony: Literal["v5", "v7"] = "v7" if variant == "v7" else "v5"  # checked above
+        return make_harmony_plate(out_dir, variant=harmony, instrument=instrument, **options)
     from prefect_hcs.testing.synthetic import make_plate
 
-    return make_plate(out_dir, format=format, **options)
+    return make_plate(out_dir, format="phenix" if format == "phenix" else "imagexpress", **options)

@@ -118,9 +118,9 @@ class StandinServer:
             row = db.execute("SELECT id FROM users WHERE name = ?", (name,)).fetchone()
             if row is None:
                 uid = db.execute(
-                    "INSERT INTO users (name, salt, pw_hash) VALUES (?, ?, ?)",
+                    "INSERT INTO users (name, salt, pw_hash) VALUES (?, ?, ?) RETURNING id",
                     (name, salt, pw_hash),
-                ).lastrowid
+                ).fetchone()[0]
             else:
                 uid = row["id"]
                 db.execute(
