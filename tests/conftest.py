@@ -29,7 +29,7 @@ _STANDIN_SITE = str(Path(__file__).resolve().parent / "standin_site")
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (_STANDIN_SITE, os.environ.get("PYTHONPATH")) if p
 )
-from prefect_hcs.testing.omero_standin import install_standin  # noqa: E402
+from prefect_hcs.testing.standin_hook import install_standin  # noqa: E402
 
 install_standin()
 

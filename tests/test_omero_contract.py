@@ -18,8 +18,9 @@ from typing import get_args
 
 import pytest
 
-from prefect_hcs.storage import omero_gateway
-from prefect_hcs.storage.omero_gateway import OMERO_API, OMERO_OBJECT_TYPES, ObjectType
+from prefect_hcs.storage import omero_api, omero_blitz
+from prefect_hcs.storage.omero_api import OMERO_API, OMERO_OBJECT_TYPES
+from prefect_hcs.storage.omero_gateway import ObjectType
 
 
 def _site_packages() -> Path | None:
@@ -111,7 +112,7 @@ def _accepts(func: ast.AST, keyword: str) -> bool:
 
 @needs_omero_source
 @pytest.mark.parametrize("use", OMERO_API, ids=lambda u: f"{u.cls or 'module'}.{u.member}")
-def test_table_entry_exists_in_omero_py(use: omero_gateway.ApiUse) -> None:
+def test_table_entry_exists_in_omero_py(use: omero_api.ApiUse) -> None:
     if use.cls is None:
         _, _, names = _top_level(_module(use.source))
         assert use.member in names, f"{use.member} is not defined in {use.source}"
@@ -143,7 +144,7 @@ _BUILTIN_METHODS = set(dir(str)) | set(dir(bytes)) | set(dir(dict)) | set(dir(li
 
 def _adapter_uses() -> tuple[set[str], dict[str, set[str]], set[str]]:
     """(attribute names, {called name: keywords}, getObject type literals) of the real adapter."""
-    tree = ast.parse(Path(omero_gateway.__file__).read_text(encoding="utf-8"))
+    tree = ast.parse(Path(omero_blitz.__file__).read_text(encoding="utf-8"))
     modules = {
         (alias.asname or alias.name).split(".")[0]
         for node in ast.walk(tree)
@@ -203,7 +204,7 @@ def test_table_has_no_stale_entries() -> None:
 
 def test_real_adapter_without_omero_py_explains_the_install() -> None:
     """`import omero` fails here (no Ice): the error tells the user what to install."""
-    adapter = omero_gateway.BlitzGatewayAdapter("omero.example.org", "alice", "s3cret-pw")
+    adapter = omero_blitz.BlitzGatewayAdapter("omero.example.org", "alice", "s3cret-pw")
     with pytest.raises(ImportError) as info:
         adapter.connect()
     message = str(info.value)

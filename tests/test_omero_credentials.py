@@ -13,10 +13,15 @@ import numpy as np
 import pytest
 
 from prefect_hcs.blocks.omero_credentials import OmeroCredentials
+from prefect_hcs.storage.omero_blitz import BlitzGatewayAdapter
 from prefect_hcs.storage.omero_errors import OmeroAuthError
 from prefect_hcs.storage.omero_fs import OmeroFileSystem
-from prefect_hcs.storage.omero_gateway import BlitzGatewayAdapter
-from prefect_hcs.testing.omero_standin import StandinAdapter, StandinServer, standin_host
+from prefect_hcs.testing.omero_standin import (
+    StandinAdapter,
+    StandinServer,
+    standin_host,
+    standin_options,
+)
 
 SECRET = "Tr0ub4dor-and-3"
 
@@ -115,3 +120,24 @@ def _save_and_use_in_worker(tmp_path: Path) -> None:
         "omero", "prefect_hcs.storage.omero_fs.OmeroFileSystem", clobber=True
     )
     assert fsspec.open(url, "rb", **opts).open().read() == b"hello"
+
+
+def test_without_the_test_hook_no_login_reaches_a_stand_in(tmp_path: Path) -> None:
+    """The product installs no gateway factory: a `standin:` host is just a host name then, and
+    the filesystem tries the real server (whose adapter is made, not connected, here)."""
+    from prefect_hcs.testing.standin_hook import install_standin, uninstall_standin
+
+    _standin(tmp_path)
+    creds = OmeroCredentials(
+        username="alice", password=SECRET, host=standin_host(str(tmp_path / "omero"))
+    )
+    uninstall_standin()
+    try:
+        assert isinstance(creds.adapter(), BlitzGatewayAdapter)
+        fs = OmeroFileSystem(
+            **standin_options(tmp_path / "omero", "alice"), skip_instance_cache=True
+        )
+        assert isinstance(fs.adapter, BlitzGatewayAdapter)
+    finally:
+        install_standin()
+    assert isinstance(creds.adapter(), StandinAdapter)

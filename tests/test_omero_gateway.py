@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from prefect_hcs.storage.omero_blitz import BlitzGatewayAdapter
 from prefect_hcs.storage.omero_errors import OmeroAuthError, OmeroConnectionError, OmeroNotFound
-from prefect_hcs.storage.omero_gateway import BlitzGatewayAdapter
 
 SECRET = "hunter2-but-longer"
 

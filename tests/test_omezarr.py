@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import zarr
 
-from prefect_hcs.formats import omezarr
+from prefect_hcs.formats import omezarr, omezarr_writer
 from prefect_hcs.formats.omezarr import (
     IncompleteOutputError,
     OmeZarrPlateWriter,
@@ -257,7 +257,7 @@ def test_half_written_field_counts_as_missing(tmp_path: Path, monkeypatch) -> No
     def crash(*a, **k):
         raise KeyboardInterrupt("worker killed after the arrays, before the metadata")
 
-    monkeypatch.setattr(omezarr, "_omero", crash)
+    monkeypatch.setattr(omezarr_writer, "image_metadata", crash)
     with pytest.raises(KeyboardInterrupt):
         writer.write_field(
             "B03", 0, field_data("B03", 0), channel_names=CHANNELS, pixel_size_um=0.65
@@ -355,3 +355,73 @@ def test_bad_inputs_rejected(tmp_path: Path) -> None:
         OmeZarrPlateWriter(str(tmp_path / "nothing.zarr")).write_field(
             "A01", 0, np.zeros(SHAPE), channel_names=CHANNELS, pixel_size_um=None
         )
+
+
+# ------------------------------------------------------------- a plate that does not start at A01
+def test_plate_b02_to_g11_indices_agree_with_ome_zarr_py(tmp_path: Path) -> None:
+    """Wells B02–G11 (60 wells, none in row A or column 1): every validator passes, and
+    ome-zarr-py's reader puts each well's pixels at the row and column its name says."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Plate, Reader
+
+    from prefect_hcs.formats.wells import WellId
+
+    wells = [WellId(r, c) for r in range(1, 7) for c in range(1, 11)]  # B..G x 02..11
+    assert (wells[0].name, wells[-1].name, len(wells)) == ("B02", "G11", 60)
+    url = str(tmp_path / "b02-g11.zarr")
+    writer = OmeZarrPlateWriter(url)
+    writer.initialize(
+        plate_name="b02-g11",
+        wells=[w.name for w in wells],
+        fields_per_well=1,
+        channel_names=["DAPI"],
+        pixel_size_um=0.5,
+        source_fingerprint="fp-b02",
+    )
+    tile = (1, 1, 1, 8, 8)
+    value = {w: 10 * w.row_index + w.column_index + 1 for w in wells}  # unique per well
+    for w in wells:
+        data = np.full(tile, value[w], dtype=np.uint16)
+        writer.write_field(w.name, 0, data, channel_names=["DAPI"], pixel_size_um=0.5)
+    writer.finalize()
+
+    report = validate_plate_report(url)
+    assert report.problems == [], report.problems
+
+    nodes = list(Reader(parse_url(url, mode="r"))())
+    plate_node = next(n for n in nodes if n.load(Plate) is not None)
+    spec = plate_node.load(Plate)
+    meta = plate_node.metadata["metadata"]["plate"]
+    assert spec.row_names == ["B", "C", "D", "E", "F", "G"]
+    assert spec.col_names == [str(c) for c in range(2, 12)]
+    assert len(meta["wells"]) == 60
+    for entry in meta["wells"]:
+        row, col = spec.row_names[entry["rowIndex"]], spec.col_names[entry["columnIndex"]]
+        assert entry["path"] == f"{row}/{col}", entry
+        well = WellId.parse(entry["path"])
+        assert well in value, entry
+        assert (entry["rowIndex"], entry["columnIndex"]) == (
+            well.row_index - 1,  # rows start at B
+            well.column_index - 1,  # columns start at 2
+        ), entry
+    grid = np.asarray(plate_node.data[0])  # the reader's stitched plate at full resolution
+    assert grid.shape[-2:] == (6 * 8, 10 * 8)
+    for w in wells:
+        y, x = (w.row_index - 1) * 8, (w.column_index - 1) * 8
+        assert np.all(grid[..., y : y + 8, x : x + 8] == value[w]), w.name
+
+
+def test_plate_metadata_is_written_by_ome_zarr_py(tmp_path: Path, monkeypatch) -> None:
+    """The writer goes through ome-zarr-py's plate/well writers (which check rows, columns and
+    indices), not through hand-written dicts."""
+    from prefect_hcs.formats import omezarr_writer
+
+    calls: list[str] = []
+    for name in ("write_plate_metadata", "write_well_metadata"):
+        real = getattr(omezarr_writer, name)
+        monkeypatch.setattr(
+            omezarr_writer, name, lambda *a, _r=real, _n=name, **k: (calls.append(_n), _r(*a, **k))
+        )
+    init(OmeZarrPlateWriter(str(tmp_path / "p.zarr")))
+    assert calls.count("write_well_metadata") == len(WELLS)
+    assert calls.count("write_plate_metadata") == 1

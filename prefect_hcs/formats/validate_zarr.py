@@ -9,20 +9,34 @@ checker that found it:
 2. ``ome-zarr-models:`` pydantic models of plate/well/image metadata.
 3. ``prefect-hcs:``     indices vs paths, groups exist, field_count, pyramid shapes, our status.
 4. ``ome-zarr-py:``     the reader napari and friends use must find the plate and every well.
+
+Each validator is used through its public API. ome-zarr-py's `parse_url` opens local paths (and
+public http/s3); for any other fsspec URL (memory://, S3 with credentials) the plate's metadata
+documents (every ``zarr.json``, no chunks) are mirrored to a temporary folder and read there, so
+the reader sees exactly the metadata a viewer would.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import zarr
-from zarr.storage import FsspecStore, LocalStore
 
-from prefect_hcs.formats.omezarr import _MARK, NGFF_VERSION, _is_local, _local_path, open_store
+from prefect_hcs.formats.omezarr_store import (
+    MARK,
+    NGFF_VERSION,
+    is_local,
+    local_path,
+    open_store,
+    sync_fs,
+)
 
 __all__ = ["ValidationReport", "validate_plate", "validate_plate_report"]
 
@@ -37,7 +51,7 @@ class ValidationReport:
 
     @property
     def ok(self) -> bool:
-        """True when nothing makes the plate invalid (warnings do not count)."""
+        """True when no checker found a problem (warnings do not count)."""
         return not self.problems
 
 
@@ -77,29 +91,28 @@ def _loc(loc: Any) -> str:
 
 def _check_yaozarrs(url: str, storage_options: dict | None) -> Iterator[Finding]:
     import yaozarrs
-    from yaozarrs._storage import StorageValidationError, StorageValidationWarning
 
     opts = dict(storage_options or {})  # a copy: yaozarrs fills in defaults in place
     if url.startswith(("s3://", "s3a://")):
         opts.setdefault("anon", False)  # yaozarrs assumes public buckets; s3fs's default is signed
-    group = yaozarrs.open_group(_local_path(url) if _is_local(url) else url, opts)
+    group = yaozarrs.open_group(local_path(url) if is_local(url) else url, opts)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             yaozarrs.validate_zarr_store(group)
-        except StorageValidationError as exc:
-            for err in exc.errors(include_context=False):
-                yield "problem", f"{_loc(err.get('loc'))}: {err.get('msg')}"
-        except ValueError as exc:  # pydantic ValidationError of the metadata models
+        except ValueError as exc:
+            # yaozarrs' storage error and pydantic's model error are both ValueErrors listing
+            # their errors with the same `errors(include_context=...)` method
             errors = getattr(exc, "errors", None)
             if callable(errors):
-                for err in errors():
+                for err in errors(include_context=False):
                     yield "problem", f"{_loc(err.get('loc'))}: {err.get('msg')}"
             else:
                 yield "problem", str(exc)
     for w in caught:
-        if isinstance(w.message, StorageValidationWarning):
-            for detail in w.message.warnings(include_context=False):
+        details = getattr(w.message, "warnings", None)  # yaozarrs' StorageValidationWarning
+        if callable(details):
+            for detail in details(include_context=False):
                 yield "warning", f"{_loc(detail.get('loc'))}: {detail.get('msg')}"
         elif issubclass(w.category, UserWarning):
             yield "warning", str(w.message)
@@ -187,7 +200,7 @@ def _check_own(url: str, storage_options: dict | None) -> Iterator[Finding]:
             "problem",
             f"plate.field_count is {field_count} but a well lists {max_images} images",
         )
-    mark = root.get(_MARK)
+    mark = root.get(MARK)
     if isinstance(mark, dict) and mark.get("status") != "complete":
         extra = f" (missing: {', '.join(mark['missing'])})" if mark.get("missing") else ""
         yield "warning", f"prefect-hcs status is {mark.get('status')!r}, not 'complete'{extra}"
@@ -218,7 +231,7 @@ def _check_field(store: Any, path: str) -> Iterator[Finding]:
             continue
         if arr.ndim != len(axes):
             yield "problem", f"field {path}/{dpath}: {arr.ndim} dims for {len(axes)} axes"
-        names = list(arr.metadata.dimension_names or [])
+        names = list(getattr(arr.metadata, "dimension_names", None) or [])  # None on zarr v2
         if names != axes:
             yield "problem", f"field {path}/{dpath}: dimension_names {names} != axes {axes}"
         shapes.append(tuple(arr.shape))
@@ -237,36 +250,22 @@ def _check_field(store: Any, path: str) -> Iterator[Finding]:
 # -- 4. ome-zarr-py reader ---------------------------------------------------------------------
 
 
-def _store_location_class() -> type:
-    """A ZarrLocation that derives child locations from its store instead of a path string.
-
-    ome-zarr-py's parse_url turns every non-http/s3 string into a LocalStore, so memory:// (or any
-    other fsspec URL) would silently read nothing; opening children from the store fixes that.
-    """
-    from ome_zarr.io import ZarrLocation
-
-    class StoreLocation(ZarrLocation):
-        def create(self, path: str) -> ZarrLocation:
-            store = self.store
-            if isinstance(store, FsspecStore):
-                sub = f"{store.path.rstrip('/')}/{path}" if store.path else path
-                child = FsspecStore(store.fs, read_only=True, path=sub)
-            else:
-                child = LocalStore(f"{store.root}/{path}", read_only=True)
-            return StoreLocation(child, mode=self.mode, fmt=self.fmt)
-
-    return StoreLocation
-
-
-def _location(url: str, storage_options: dict | None, subpath: str = "") -> Any:
-    from ome_zarr.io import parse_url
-
-    if _is_local(url) and not storage_options:
-        return parse_url(_local_path(url) + (f"/{subpath}" if subpath else ""), mode="r")
-    base = open_store(url, storage_options, read_only=True)
-    loc = _store_location_class()(base, mode="r")
-    loc = loc.create(subpath) if subpath else loc
-    return loc if loc.exists() else None
+@contextmanager
+def _readable_root(url: str, storage_options: dict | None) -> Iterator[str]:
+    """A path ome-zarr-py's `parse_url` reads: the plate itself when local, else a temporary
+    mirror of its metadata documents (every ``zarr.json``; chunks are not needed to find nodes)."""
+    if is_local(url) and not storage_options:
+        yield local_path(url)
+        return
+    fs, root = sync_fs(url, storage_options)
+    root = root.rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="prefect-hcs-validate-") as tmp:
+        for path in fs.find(root):
+            if path.rsplit("/", 1)[-1] == "zarr.json":
+                target = Path(tmp, path[len(root) :].lstrip("/"))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(fs.cat_file(path))
+        yield tmp
 
 
 def _check_ome_zarr_reader(url: str, storage_options: dict | None) -> Iterator[Finding]:
@@ -280,19 +279,21 @@ def _check_ome_zarr_reader(url: str, storage_options: dict | None) -> Iterator[F
 
 
 def _read_with_ome_zarr(url: str, storage_options: dict | None) -> Iterator[Finding]:
+    from ome_zarr.io import parse_url
     from ome_zarr.reader import Plate, Reader, Well
 
-    loc = _location(url, storage_options)
-    if loc is None:
-        yield "problem", f"parse_url found nothing at {url}"
-        return
-    nodes = list(Reader(loc)())
-    plate_nodes = [n for n in nodes if n.load(Plate) is not None]
-    if not plate_nodes:
-        yield "problem", "the reader found no plate node"
-        return
-    wells = plate_nodes[0].metadata.get("metadata", {}).get("plate", {}).get("wells", [])
-    for well in wells:
-        wloc = _location(url, storage_options, well["path"])
-        if wloc is None or not any(n.load(Well) is not None for n in Reader(wloc)()):
-            yield "problem", f"the reader found no well node at {well['path']}"
+    with _readable_root(url, storage_options) as root:
+        loc = parse_url(root, mode="r")
+        if loc is None:
+            yield "problem", f"parse_url found nothing at {url}"
+            return
+        nodes = list(Reader(loc)())
+        plate_nodes = [n for n in nodes if n.load(Plate) is not None]
+        if not plate_nodes:
+            yield "problem", "the reader found no plate node"
+            return
+        wells = plate_nodes[0].metadata.get("metadata", {}).get("plate", {}).get("wells", [])
+        for well in wells:
+            wloc = parse_url(f"{root}/{well['path']}", mode="r")
+            if wloc is None or not any(n.load(Well) is not None for n in Reader(wloc)()):
+                yield "problem", f"the reader found no well node at {well['path']}"

@@ -13,39 +13,27 @@ Closing a written file uploads one FileAnnotation (namespace `OUTPUT_NS`, Origin
 the sub-folder, name = the file name) and links it to the object the path names; an older
 annotation of the same path, name and namespace is deleted only after the new one is linked.
 
-Storage options (JSON-able, so they cross process boundaries; pick one connection source)::
+Storage options pick one connection source (`omero_session`): ``credentials_block`` (the
+usual way), ``host`` + ``user`` (+ ``group``), or in-process ``credentials``/``gateway``; plus
+``retries`` (transient errors, default 3) and ``retry_delay`` (seconds). Extra keyword arguments
+(zarr passes ``asynchronous=True``) are accepted and ignored. Files: `omero_files`.
 
-    {"credentials_block": "my-omero"}                      an OmeroCredentials block (the usual way)
-    {"host": "omero.example.org", "user": "alice", "group": "lab"}   a login without a password
-    {"credentials": OmeroLogin(...) or OmeroCredentials(...)}  or  {"gateway": <OmeroAdapter>}
-                                                           (in-process only)
-
-Logins become adapters through `prefect_hcs.storage.omero_login` (where tests and the demo install
-the OMERO stand-in; a configuration value alone never reaches it). plus ``retries`` (transient errors, default 3) and ``retry_delay`` (seconds). Extra keyword
-arguments (zarr passes ``asynchronous=True``) are accepted and ignored. fsspec caches one instance
-per argument set and thread, so connections live in a per-process registry keyed by the connection
-options (never by instance): every instance with the same options shares one session.
+Over 400 lines because it is one fsspec ``AbstractFileSystem`` whose methods are fsspec's
+interface; what is not (the connection, the file objects) lives in the two modules above.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import mimetypes
-import os
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
-import tifffile
-from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
-from pydantic import SecretStr
+from fsspec.spec import AbstractFileSystem
 
 from prefect_hcs.formats.layout import well_id
-from prefect_hcs.storage.omero_errors import OmeroConnectionError
+from prefect_hcs.storage.omero_files import OmeroFile, dir_entry, encode_tiff, file_entry, tiff_size
 from prefect_hcs.storage.omero_gateway import (
     AnnotationTarget,
     FileAnnotationInfo,
@@ -54,12 +42,7 @@ from prefect_hcs.storage.omero_gateway import (
     PlateInfo,
     WellInfo,
 )
-from prefect_hcs.storage.omero_login import (
-    DEFAULT_PORT,
-    OmeroLogin,
-    gateway_factory,
-    login_from_block,
-)
+from prefect_hcs.storage.omero_login import DEFAULT_PORT
 from prefect_hcs.storage.omero_paths import (
     OUTPUT_NS,
     OUTPUTS,
@@ -75,25 +58,9 @@ from prefect_hcs.storage.omero_paths import (
     strip,
     well_path,
 )
+from prefect_hcs.storage.omero_session import OmeroConnection, Session
 
 T = TypeVar("T")
-
-
-@dataclass
-class _Session:
-    """One adapter and what was learnt through it (plate trees do not change during a run)."""
-
-    adapter: OmeroAdapter
-    plates: dict[int, PlateInfo] = field(default_factory=dict)
-
-
-_SESSIONS: dict[tuple[int, str], _Session] = {}
-_SESSIONS_LOCK = threading.Lock()
-
-
-def _as_login(credentials: Any) -> OmeroLogin:
-    """An `OmeroLogin`, or an object that makes one (the `OmeroCredentials` block's ``login()``)."""
-    return credentials if isinstance(credentials, OmeroLogin) else credentials.login()
 
 
 class OmeroFileSystem(AbstractFileSystem):
@@ -119,61 +86,33 @@ class OmeroFileSystem(AbstractFileSystem):
         retry_delay: float = 0.2,
         **kwargs: Any,
     ) -> None:
+        """Connect through exactly one source (see the module docstring); lazily, on first use.
+
+        Raises:
+            ValueError: no connection source or several, or a host without a user.
+        """
         super().__init__(**kwargs)
-        sources = [credentials_block, credentials, host, gateway]
-        if sum(s is not None for s in sources) != 1:
-            raise ValueError(
-                "the omero filesystem needs exactly one connection source in its storage options: "
-                "credentials_block='<block name>' (an OmeroCredentials block), host='<server>' "
-                "with user='<name>', credentials=<OmeroLogin or OmeroCredentials>, or "
-                "gateway=<adapter>"
-            )
-        if host is not None and not user:
-            raise ValueError("an omero login by host needs user='<name>' in the storage options")
-        self._credentials_block = credentials_block
-        if host is not None:
-            secret = SecretStr(password) if password is not None else None
-            credentials = OmeroLogin(host, str(user), secret, port, group, secure)
-        self._login: OmeroLogin | None = _as_login(credentials) if credentials else None
-        self._gateway = gateway
-        self._own_session = _Session(gateway) if gateway is not None else None
+        self._conn = OmeroConnection(
+            credentials_block=credentials_block,
+            credentials=credentials,
+            host=host,
+            user=user,
+            password=password,
+            group=group,
+            port=port,
+            secure=secure,
+            gateway=gateway,
+        )
         self.retries = retries
         self.retry_delay = retry_delay
 
     def __repr__(self) -> str:
-        return f"OmeroFileSystem({self._describe()})"
-
-    def _describe(self) -> str:
-        if self._credentials_block is not None:
-            return f"credentials block {self._credentials_block!r}"
-        if self._login is not None:
-            return self._login.describe()
-        return repr(self._gateway)
+        return f"OmeroFileSystem({self._conn.describe()})"
 
     # -- connection ---------------------------------------------------------------------------
 
-    def _key(self) -> str:
-        if self._credentials_block is not None:
-            return f"block|{id(gateway_factory())}|{self._credentials_block}"
-        assert self._login is not None
-        return f"login|{self._login.key()}"
-
-    def _make_adapter(self) -> OmeroAdapter:
-        login = self._login
-        if login is None:
-            assert self._credentials_block is not None
-            login = login_from_block(self._credentials_block)
-        return login.adapter()
-
-    def _session(self) -> _Session:
-        if self._own_session is not None:
-            return self._own_session
-        key = (os.getpid(), self._key())
-        with _SESSIONS_LOCK:
-            session = _SESSIONS.get(key)
-            if session is None:
-                session = _SESSIONS[key] = _Session(self._make_adapter())
-        return session
+    def _session(self) -> Session:
+        return self._conn.session()
 
     @property
     def adapter(self) -> OmeroAdapter:
@@ -182,16 +121,7 @@ class OmeroFileSystem(AbstractFileSystem):
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Call an adapter method, retrying transient connection errors with backoff."""
-        for attempt in range(self.retries + 1):
-            try:
-                return fn(*args)
-            except OmeroConnectionError as exc:
-                if attempt >= self.retries:
-                    raise OmeroConnectionError(
-                        f"{exc} (gave up after {attempt + 1} attempts)"
-                    ) from exc
-                time.sleep(self.retry_delay * 2**attempt)
-        raise AssertionError("unreachable")
+        return self._conn.call(fn, *args, retries=self.retries, delay=self.retry_delay)
 
     # -- plate tree ---------------------------------------------------------------------------
 
@@ -301,56 +231,58 @@ class OmeroFileSystem(AbstractFileSystem):
         parse(path)
 
     def rmdir(self, path: str) -> None:
-        """No-op: folders are virtual (the path is still checked against the scheme)."""
+        """Folders are virtual: nothing to remove (a folder disappears with its last file)."""
         parse(path)
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        """fsspec info: plate/well/site folders, planes as TIFF files, outputs as annotations."""
+        """fsspec info of a path: planes are files, plates/wells/sites and output folders directories."""
         path = strip(path)
         p = parse(path)
         if p.kind == "plate":
             self.plate(p.plate_id)
-            return _dir(path)
+            return dir_entry(path)
         if p.kind == "well":
             self._well(p)
-            return _dir(path)
+            return dir_entry(path)
         if p.kind == "site":
             image = self._image(p)
-            return _dir(path, image_id=image.image_id)
+            return dir_entry(path, image_id=image.image_id)
         if p.kind == "plane":
             image = self._plane(p)
-            size = _tiff_size(image.size_y, image.size_x, image.dtype)
+            size = tiff_size(image.size_y, image.size_x, image.dtype)
             return {"name": path, "size": size, "type": "file", "image_id": image.image_id}
         anns = self._annotations(p)
         if not p.rel:
-            return _dir(path)
+            return dir_entry(path)
         if p.rel in anns:
-            return _file(path, anns[p.rel])
+            return file_entry(path, anns[p.rel])
         if any(key.startswith(p.rel + "/") for key in anns):
-            return _dir(path)
+            return dir_entry(path)
         raise FileNotFoundError(f"omero://{path}")
 
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
-        """fsspec listing of a plate, well, site or outputs folder."""
+        """fsspec listing: wells of a plate, sites of a well, planes of a site, or output files."""
         path = strip(path)
         p = parse(path)
         entries: list[dict[str, Any]]
         if p.kind == "plate":
             plate = self.plate(p.plate_id)
-            entries = [_dir(well_path(p.plate_id, well_id(w.row, w.column))) for w in plate.wells]
-            entries.append(_dir(f"{plate_path(p.plate_id)}/{OUTPUTS}"))
+            entries = [
+                dir_entry(well_path(p.plate_id, well_id(w.row, w.column))) for w in plate.wells
+            ]
+            entries.append(dir_entry(f"{plate_path(p.plate_id)}/{OUTPUTS}"))
         elif p.kind == "well":
             well = self._well(p)
             assert p.well is not None
             entries = [
-                _dir(site_path(p.plate_id, p.well, i + 1), image_id=img.image_id)
+                dir_entry(site_path(p.plate_id, p.well, i + 1), image_id=img.image_id)
                 for i, img in enumerate(well.images)
             ]
-            entries.append(_dir(f"{well_path(p.plate_id, p.well)}/{OUTPUTS}"))
+            entries.append(dir_entry(f"{well_path(p.plate_id, p.well)}/{OUTPUTS}"))
         elif p.kind == "site":
             image = self._image(p)
             assert p.well is not None and p.site is not None
-            size = _tiff_size(image.size_y, image.size_x, image.dtype)
+            size = tiff_size(image.size_y, image.size_x, image.dtype)
             entries = [
                 {
                     "name": plane_path(p.plate_id, p.well, p.site, c, z, t),
@@ -362,7 +294,7 @@ class OmeroFileSystem(AbstractFileSystem):
                 for z in range(1, image.size_z + 1)
                 for t in range(1, image.size_t + 1)
             ]
-            entries.append(_dir(f"{site_path(p.plate_id, p.well, p.site)}/{OUTPUTS}"))
+            entries.append(dir_entry(f"{site_path(p.plate_id, p.well, p.site)}/{OUTPUTS}"))
         elif p.kind == "plane":
             entries = [self.info(path)]
         else:
@@ -372,7 +304,7 @@ class OmeroFileSystem(AbstractFileSystem):
     def _ls_outputs(self, path: str, p: OmeroPath) -> list[dict[str, Any]]:
         anns = self._annotations(p)
         if p.rel in anns:
-            return [_file(path, anns[p.rel])]
+            return [file_entry(path, anns[p.rel])]
         root = outputs_root(p)
         prefix = f"{p.rel}/" if p.rel else ""
         files: list[dict[str, Any]] = []
@@ -384,14 +316,16 @@ class OmeroFileSystem(AbstractFileSystem):
             if sep:
                 dirs.add(head)
             else:
-                files.append(_file(f"{root}/{key}", ann))
+                files.append(file_entry(f"{root}/{key}", ann))
         if p.rel and not files and not dirs:
             raise FileNotFoundError(f"omero://{path}")
         base = f"{root}/{prefix}"
-        return [_dir(f"{base}{d}") for d in sorted(dirs)] + sorted(files, key=lambda e: e["name"])
+        return [dir_entry(f"{base}{d}") for d in sorted(dirs)] + sorted(
+            files, key=lambda e: e["name"]
+        )
 
     def exists(self, path: str, **kwargs: Any) -> bool:
-        """Whether the path names a plate object, plane or output annotation."""
+        """True if the path names an existing plate object, plane or FileAnnotation."""
         try:
             self.info(path)
         except (FileNotFoundError, ValueError):
@@ -401,11 +335,11 @@ class OmeroFileSystem(AbstractFileSystem):
     def cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
-        """A plane as TIFF bytes (encoded from OMERO's pixels) or an output annotation's content."""
+        """Bytes of a plane (as TIFF) or of a FileAnnotation, optionally a byte range."""
         path = strip(path)
         p = parse(path)
         if p.kind == "plane":
-            data = _encode_tiff(self.read_plane_array(path))
+            data = encode_tiff(self.read_plane_array(path))
         elif p.kind == "outputs" and p.rel:
             anns = self._annotations(p)
             if p.rel not in anns:
@@ -429,18 +363,18 @@ class OmeroFileSystem(AbstractFileSystem):
         )
 
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
-        """Write an output as a file annotation; ``mode='create'`` fails if it exists."""
+        """Write `value` as one FileAnnotation ('create' refuses an existing file)."""
         self._commit(strip(path), bytes(value), exclusive=mode == "create")
 
     def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
-        """Copy an output file (folders are virtual: copying one creates nothing)."""
+        """Copy a plane or an annotation into an output path (a new FileAnnotation)."""
         path1, path2 = strip(path1), strip(path2)
         if self.isdir(path1):
             return  # folders are virtual: copying one creates nothing
         self._commit(path2, self.cat_file(path1))
 
     def rm_file(self, path: str) -> None:
-        """Delete an output annotation; plate objects and pixels are read-only."""
+        """Delete the FileAnnotation a path names; planes and folders cannot be removed."""
         path = strip(path)
         p = parse(path)
         if p.kind != "outputs":
@@ -458,7 +392,7 @@ class OmeroFileSystem(AbstractFileSystem):
         self.rm_file(path)
 
     def rm(self, path: Any, recursive: bool = False, maxdepth: int | None = None) -> None:
-        """fsspec rm over outputs only: planes raise PermissionError, plate folders are kept."""
+        """Delete output files (recursively for a folder of outputs)."""
         paths = self.expand_path(path, recursive=recursive, maxdepth=maxdepth)
         for p in reversed(paths):
             kind = parse(p).kind
@@ -504,67 +438,3 @@ class OmeroFileSystem(AbstractFileSystem):
         """Forget cached plate trees (annotations are never cached)."""
         if path is None:
             self._session().plates.clear()
-
-
-class OmeroFile(AbstractBufferedFile):
-    """A buffered file: reads fetch the whole plane/annotation once; writes upload on close."""
-
-    fs: OmeroFileSystem
-
-    def _initiate_upload(self) -> None:
-        self._parts: list[bytes] = []
-
-    def _upload_chunk(self, final: bool = False) -> bool:
-        self._parts.append(self.buffer.getvalue())
-        if final and self.autocommit:
-            self.commit()
-        return True
-
-    def commit(self) -> None:
-        """Upload the buffered content as one annotation (the write is atomic on close)."""
-        self.fs._commit(self.path, b"".join(self._parts), exclusive=self.mode == "xb")
-
-    def discard(self) -> None:
-        """Drop the buffered content without uploading."""
-        self._parts = []
-
-    def _fetch_range(self, start: int, end: int) -> bytes:
-        return self.fs.cat_file(self.path, start, end)
-
-    def __exit__(self, exc_type: Any, *args: Any) -> None:
-        if exc_type is not None and self.mode != "rb":
-            self.discard()
-            self.forced, self.closed = True, True  # an exception mid-write uploads nothing
-            return
-        self.close()
-
-
-def _dir(path: str, **extra: Any) -> dict[str, Any]:
-    return {"name": path, "size": 0, "type": "directory", **extra}
-
-
-def _file(path: str, ann: FileAnnotationInfo) -> dict[str, Any]:
-    return {
-        "name": path,
-        "size": ann.size,
-        "type": "file",
-        "annotation_id": ann.annotation_id,
-        "mimetype": ann.mimetype,
-    }
-
-
-def _encode_tiff(plane: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    tifffile.imwrite(buf, plane, photometric="minisblack", metadata=None)
-    return buf.getvalue()
-
-
-_TIFF_SIZES: dict[tuple[int, int, str], int] = {}
-
-
-def _tiff_size(size_y: int, size_x: int, dtype: str) -> int:
-    """Byte size of a plane's uncompressed TIFF (header size depends only on shape and dtype)."""
-    key = (size_y, size_x, dtype)
-    if key not in _TIFF_SIZES:
-        _TIFF_SIZES[key] = len(_encode_tiff(np.zeros((size_y, size_x), dtype=dtype)))
-    return _TIFF_SIZES[key]

@@ -1,10 +1,10 @@
 """How prefect-hcs logs in to OMERO: a login, the factory that turns it into an adapter, blocks.
 
 `OmeroLogin` holds where a server is and who logs in (the password as a `SecretStr`, never shown).
-`OmeroLogin.adapter` asks the process's *gateway factory* for an `OmeroAdapter`; the factory is
-`blitz_adapter` (omero-py's BlitzGateway) unless a test or the demo installed another one with
-`install_gateway_factory` (``prefect_hcs.testing.omero_standin.install_standin``). Nothing in
-the product installs one, so no configuration value can reach a test double.
+`OmeroLogin.adapter` makes an `OmeroAdapter`: `blitz_adapter` (omero-py's BlitzGateway) unless a
+test or the demo installed another gateway factory with `omero_hook.install_gateway_factory`
+(``prefect_hcs.testing.standin_hook.install_standin``). Nothing in the product installs one, so
+no configuration value can reach a test double.
 
 `login_from_block` reads a saved ``omero-credentials`` block by name through Prefect, so a worker
 process needs only the block's name (the Block class itself lives in `prefect_hcs.blocks`, a
@@ -14,25 +14,16 @@ higher layer, and is a thin wrapper over this module).
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import SecretStr
 
-from prefect_hcs.storage.omero_gateway import BlitzGatewayAdapter, OmeroAdapter
+from prefect_hcs.storage.omero_blitz import BlitzGatewayAdapter
+from prefect_hcs.storage.omero_gateway import OmeroAdapter
+from prefect_hcs.storage.omero_hook import gateway_factory
 
-__all__ = [
-    "BLOCK_TYPE_SLUG",
-    "DEFAULT_PORT",
-    "GatewayFactory",
-    "OmeroLogin",
-    "blitz_adapter",
-    "gateway_factory",
-    "install_gateway_factory",
-    "login_from_block",
-]
+__all__ = ["BLOCK_TYPE_SLUG", "DEFAULT_PORT", "OmeroLogin", "blitz_adapter", "login_from_block"]
 
 #: Prefect block type slug of the OMERO credentials block (`prefect_hcs.blocks.OmeroCredentials`).
 BLOCK_TYPE_SLUG = "omero-credentials"
@@ -55,8 +46,10 @@ class OmeroLogin:
             object.__setattr__(self, "password", SecretStr(self.password))
 
     def adapter(self) -> OmeroAdapter:
-        """A gateway adapter for this login (it logs in on first use)."""
-        return gateway_factory()(self)
+        """A gateway adapter for this login (it logs in on first use): omero-py's BlitzGateway,
+        unless a test or the demo installed another factory (`omero_hook`)."""
+        factory = gateway_factory()
+        return blitz_adapter(self) if factory is None else factory(self)
 
     def connect(self) -> OmeroAdapter:
         """An adapter that has already logged in, so bad credentials fail here, clearly."""
@@ -76,10 +69,6 @@ class OmeroLogin:
         return f"{self.username}@{self.host}:{self.port}"
 
 
-#: Makes an adapter for a login; see `install_gateway_factory`.
-GatewayFactory = Callable[[OmeroLogin], OmeroAdapter]
-
-
 def blitz_adapter(login: OmeroLogin) -> OmeroAdapter:
     """The real adapter: omero-py's BlitzGateway (imported when it first connects)."""
     return BlitzGatewayAdapter(
@@ -90,28 +79,6 @@ def blitz_adapter(login: OmeroLogin) -> OmeroAdapter:
         group=login.group,
         secure=login.secure,
     )
-
-
-_FACTORY: list[GatewayFactory] = [blitz_adapter]
-_FACTORY_LOCK = threading.Lock()
-
-
-def gateway_factory() -> GatewayFactory:
-    """The factory logins in this process use now (`blitz_adapter` unless one was installed)."""
-    return _FACTORY[0]
-
-
-def install_gateway_factory(factory: GatewayFactory | None) -> GatewayFactory:
-    """Make every later login in this process use `factory` (None restores `blitz_adapter`).
-
-    The hook tests and the demo use to put an OMERO stand-in behind the same code paths as a
-    real server; it returns the factory it replaced, so a caller can put it back. Filesystem
-    sessions are keyed by the factory too, so a change never reuses another factory's adapter.
-    """
-    with _FACTORY_LOCK:
-        previous = _FACTORY[0]
-        _FACTORY[0] = factory or blitz_adapter
-    return previous
 
 
 def login_from_block(name: str) -> OmeroLogin:

@@ -50,7 +50,7 @@ class TileSpec:
 
     @property
     def canvas_shape(self) -> tuple[int, int]:
-        """(height, width) of the well's scene: every tile plus the jitter margin on each side."""
+        """(height, width) of the well canvas the tiles are cut from."""
         rows, cols = self.grid
         pad = 2 * scene.JITTER_PX
         return (pad + (rows - 1) * self.step + self.size, pad + (cols - 1) * self.step + self.size)

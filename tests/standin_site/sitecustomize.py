@@ -3,11 +3,11 @@
 It installs the OMERO stand-in hook, so a ``standin:<folder>`` login in storage options or a saved
 credentials block reaches the stand-in in served deployments, workers and CLI subprocesses too —
 exactly as in the test process itself. The product never does this: see
-`prefect_hcs.testing.omero_standin.install_standin`.
+`prefect_hcs.testing.standin_hook.install_standin`.
 """
 
 try:
-    from prefect_hcs.testing.omero_standin import install_standin
+    from prefect_hcs.testing.standin_hook import install_standin
 except ImportError:  # a process of another environment (e.g. a system tool) on the same PATH
     pass
 else:
