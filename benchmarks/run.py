@@ -8,7 +8,7 @@ One run prints, each against a bare loop on the same data:
    Each run is its own process; wall time, peak RSS and CPU are reported with ratios to the bare
    loop, and the 2-worker speed-up over 1 worker. `--repeat N` interleaves N rounds.
 2. memory: peak RSS of the bare loop and the flow (1 worker) on 24 and 384 wells of small
-   (128²) tiles: flow/bare and the growth from 24 to 384 wells.
+   (96²) tiles: flow/bare and the growth from 24 to 384 wells.
 3. compile: compiling 384 wells × 10 steps (no pixels read).
 4. resolve: resolving every config field for 10 steps × 384 wells.
 `--only plate|memory|compile|resolve` runs one of them; `--only dask` a CPU-bound plate on 1 vs
@@ -222,7 +222,7 @@ def bench_plate(quick: bool, repeat: int = 1) -> dict:
 
 def bench_memory(quick: bool) -> dict:
     """Peak RSS of the bare loop and the flow (1 worker) on a small and a large plate, small tiles."""
-    sizes, tile = ((24, 96), 64) if quick else ((24, 384), 128)
+    sizes, tile = ((24, 96), 64) if quick else ((24, 384), 96)
     out: dict[str, Any] = {"tile": tile}
     for n in sizes:
         tmp = Path(tempfile.mkdtemp(prefix=f"hcs-mem{n}-"))
