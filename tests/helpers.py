@@ -53,7 +53,7 @@ def wait_for_task_runs(flow_run_id, *, min_count: int = 1, timeout: float = 60, 
     """Task runs of a flow run, polled until at least `min_count` exist and all are final.
 
     The server records task runs asynchronously, so tests poll instead of asserting at once.
-    `steps_only` keeps the `run-step` tasks (named "<step> · <wells>").
+    `steps_only` keeps the `run-steps` tasks (named "<first step>→<last step> · <wells>").
     """
     import time
 

@@ -62,7 +62,7 @@ def test_thumbnail_is_a_small_png_of_the_well() -> None:
     assert (
         thumbnails.thumbnail_url("/o/P_hcs/.hcs-done", "B03") == "/o/P_hcs/.hcs-thumbnails/B03.png"
     )
-    omero_done = "omero://plate_7/{well}/outputs/.hcs-done"
+    omero_done = "omero://plate_7/A01/outputs/.hcs-done"  # on OMERO: a marker folder per well
     assert (
         thumbnails.thumbnail_url(omero_done, "A01")
         == "omero://plate_7/A01/outputs/.hcs-thumbnails/A01.png"
@@ -229,7 +229,7 @@ def run96(pg_api: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
 @pytest.mark.server
 @pytest.mark.timeout(300)
 def test_every_task_run_of_96_wells_is_named_final_and_untagged(pg_api, run96) -> None:
-    from prefect_hcs.runtime.flow import _wells_label
+    from prefect_hcs.runtime.flow import _wells_label, steps_label
 
     assert run96["result"]["type"] == "COMPLETED", run96["result"]
     plan = run96["plan"]
@@ -238,7 +238,7 @@ def test_every_task_run_of_96_wells_is_named_final_and_untagged(pg_api, run96) -
         f"{t} · P96"
         for t in ("compile-plan", "prepare-outputs", "check-completed", "finalize-outputs")
     }
-    expected |= {f"{s} · {_wells_label(list(c))}" for s in plan.steps for c in plan.chunks}
+    expected |= {f"{steps_label(plan.steps)} · {_wells_label(list(c))}" for c in plan.chunks}
     assert len(plan.wells) == 96 and len(plan.chunks) > 1
     runs = _poll(
         lambda: _task_runs(pg_api, fr),

@@ -298,8 +298,9 @@ class PlatePlan(Frozen):
 
     @property
     def task_count(self) -> int:
-        """Task runs of one plate run: steps × chunks, plus the plate-level tasks."""
-        return len(self.steps) * len(self.chunks) + PLATE_TASKS + (1 if self.plate_steps else 0)
+        """Task runs of one plate run: one per chunk (it runs every step), plus the plate-level
+        tasks."""
+        return len(self.chunks) + PLATE_TASKS + (1 if self.plate_steps else 0)
 
     def fingerprints(self) -> dict[str, str]:
         """{"<well>/<step>": fingerprint}: what workers publish and `plan` prints."""

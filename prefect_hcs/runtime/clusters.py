@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -152,12 +153,12 @@ def describe(plan: PlatePlan) -> str:
 def where() -> dict[str, Any]:
     """Which host, process, Dask worker and SLURM job are running the calling task."""
     info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):
-        worker = None
+    worker = None
+    if "distributed" in sys.modules:  # a Dask worker has it loaded; never import it (~8 MB) here
+        try:
+            worker = sys.modules["distributed"].get_worker()
+        except ValueError:
+            worker = None
     if worker is not None:
         info["dask_worker"] = str(worker.name)
         info["dask_worker_address"] = worker.address

@@ -1,11 +1,13 @@
 """The `process-plate` flow: compile every step plan first, then run steps as Prefect tasks.
 
-One task runs one step over one chunk of wells (chunks are sized at compile time so a plate run
-stays within `execution_config.max_task_runs`). Tasks receive their frozen plans and pass URLs,
-not arrays. The flow keeps at most `num_workers` tasks in flight and starts a chunk's next step as
-soon as its previous step finishes, so memory stays bounded and both cores stay busy. What the
-Prefect UI shows of a run (flow-run tags, progress, artifacts, `prefect-hcs.*` events) comes from
-`monitoring.PlateMonitor`, driven from this flow process only.
+One task runs every step over one chunk of wells (chunks are sized at compile time so a plate
+run stays within `execution_config.max_task_runs`): a well's steps hand their arrays over in
+memory, and a plate costs one task run per chunk, not per chunk and step. Tasks receive their
+frozen plans `quote`d, so Prefect does not walk every field of every plan (seconds per task on a
+384-well plate) looking for futures. The flow keeps at most `num_workers` tasks in flight, so
+memory stays bounded and every worker stays busy. What the Prefect UI shows of a run (flow-run
+tags, progress, artifacts, `prefect-hcs.*` events) comes from `monitoring.PlateMonitor`, driven
+from this flow process only.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from prefect.runtime import task_run as prefect_task_run
+from prefect.utilities.annotations import quote
 
 from prefect_hcs.errors import UserFacingError
 from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan
@@ -85,55 +89,69 @@ def prepare_outputs_task(
     hw.prepare_outputs(output, plate_id, wells, overwrite)
 
 
-@task(name="run-step", cache_policy=NO_CACHE)
-def run_step_task(
+@task(name="run-steps", cache_policy=NO_CACHE)
+def run_chunk_task(
     plans: list[StepPlan], output: OutputPlan, storage_options: dict[str, Any]
 ) -> ChunkOutcome:
-    """Execute one step for a chunk of wells, exactly as the plans say.
+    """Execute every step of a chunk of wells: each well's steps in order, pixels kept in memory.
 
-    A deterministic failure (corrupt file, bad data) fails only its well: it is recorded and the
-    other wells go on. A transient one (timeout, dropped connection) fails the task so Prefect
-    retries it; wells already done in this process are not recomputed on the retry.
+    One task run per chunk instead of one per chunk and step: each task run costs Prefect state
+    round-trips, and steps of one well then hand their arrays over without serialising them.
+    Failures and retries behave as in `run_step_task`: a deterministic failure fails only its
+    well (at the step that failed), a transient one fails the task so Prefect retries it; wells
+    finished in this process are not recomputed on the retry.
     """
     logger = get_run_logger()
     results: list[WellStepRun] = []
     failures: dict[str, str] = {}
+    failed_steps: dict[str, str] = {}
+    per_step: dict[str, float] = {}
     start = time.perf_counter()
-    for plan in plans:
+    by_well: dict[str, list[StepPlan]] = {}
+    for p in sorted(plans, key=lambda p: p.step_index):
+        by_well.setdefault(p.well, []).append(p)
+    where = clusters.where()
+    attempt = str(prefect_task_run.id or "")  # the same across retries of this task run
+    for well, chain in by_well.items():
         try:
-            run_guard.assert_lease_held(output)
-            r = hw.run_well_step(plan, output, storage_options)
-        except Exception as exc:
-            if is_transient(exc):
-                raise
-            failures[plan.well] = f"{type(exc).__name__}: {exc}"
+            done = hw.run_well_chain(
+                chain,
+                output,
+                storage_options,
+                lambda: run_guard.assert_lease_held(output),
+                attempt_key=attempt,
+            )
+        except hw.StepFailedError as failed:
+            if is_transient(failed.error):
+                failed.error.hcs_step = failed.step  # type: ignore[attr-defined]
+                raise failed.error  # noqa: B904 - the original error, for Prefect's retry
+            failures[well] = _reason(failed.error)
+            failed_steps[well] = failed.step
             logger.error(  # a traceback for bugs; an input problem is its message
                 "well %s, step %s failed: %s",
-                plan.well,
-                plan.step_name,
-                exc,
-                exc_info=not isinstance(exc, UserFacingError),
+                well,
+                failed.step,
+                failed.error,
+                exc_info=failed.error if not isinstance(failed.error, UserFacingError) else None,
             )
             continue
-        results.append(
-            WellStepRun(
-                well=r.well,
-                step=r.step,
-                seconds=r.seconds,
-                tables=r.tables,
-                pid=os.getpid(),
-                where=clusters.where(),
-            )
-        )
+        for r in done:
+            per_step[r.step] = per_step.get(r.step, 0.0) + r.seconds
+            results.append(WellStepRun(well=r.well, step=r.step, seconds=r.seconds,
+                                       tables=r.tables, pid=os.getpid(), where=where))  # fmt: skip
     logger.info(
-        "%s: %d well(s) in %.2f s (pid %d)%s",
-        plans[0].step_name,
-        len(results),
+        "%d well(s) in %.2f s (pid %d): %s%s",
+        len(by_well) - len(failures),
         time.perf_counter() - start,
         os.getpid(),
+        ", ".join(f"{s} {t:.2f} s" for s, t in per_step.items()),
         f"; {len(failures)} failed" if failures else "",
     )
-    return ChunkOutcome(results=tuple(results), failures=failures)
+    return ChunkOutcome(results=tuple(results), failures=failures, failed_steps=failed_steps)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 @task(name="check-completed", cache_policy=NO_CACHE)
@@ -281,10 +299,12 @@ def _process(
         {"event": "compiled", "wells": len(plan.wells), "tasks": len(plan.steps) * len(plan.chunks)}
     )
     prepare_outputs_task.with_options(task_run_name="prepare-outputs" + label)(
-        plan.output, plan.plate_id, plan.wells, overwrite
+        quote(plan.output), plan.plate_id, plan.wells, overwrite
     )
     skipped = set(
-        check_completed_task.with_options(task_run_name="check-completed" + label)(plan, opts)
+        check_completed_task.with_options(task_run_name="check-completed" + label)(
+            quote(plan), opts
+        )
     )
     if skipped:
         logger.info("resuming: %d well(s) already complete and valid, skipped", len(skipped))
@@ -292,16 +312,16 @@ def _process(
         monitor.wells_skipped(sorted(skipped))
 
     if plan.plate_steps and len(skipped) < len(plan.wells):
-        plate_steps_task.with_options(task_run_name="plate-step" + label)(plan, opts)
+        plate_steps_task.with_options(task_run_name="plate-step" + label)(quote(plan), opts)
 
-    by_chunk_step: dict[tuple[int, int], list[StepPlan]] = {}
+    by_chunk: dict[int, list[StepPlan]] = {}
     chunk_of = {w: i for i, chunk in enumerate(plan.chunks) for w in chunk}
     for p in plan.step_plans:
         if p.well not in skipped:
-            by_chunk_step.setdefault((chunk_of[p.well], p.step_index), []).append(p)
+            by_chunk.setdefault(chunk_of[p.well], []).append(p)
 
     with clusters.scale_out_runner(plan) as runner:
-        done_wells, failures, pids = _run_chunks(plan, by_chunk_step, opts, runner, monitor)
+        done_wells, failures, pids = _run_chunks(plan, by_chunk, opts, runner, monitor)
 
     summary: dict[str, Any] = {
         "plate_id": plan.plate_id,
@@ -320,7 +340,7 @@ def _process(
     if failures:
         raise PlateRunError(plan.plate_id, failures)
     tables = finalize_outputs_task.with_options(task_run_name="finalize-outputs" + label)(
-        plan.output, list(plan.step_plans), opts, summary
+        quote(plan.output), quote(list(plan.step_plans)), opts, summary
     )
     summary["tables"] = tables
     summary["seconds"] = round(time.perf_counter() - started, 2)
@@ -333,88 +353,83 @@ def _process(
     return summary
 
 
+def steps_label(steps: tuple[str, ...] | list[str]) -> str:
+    """How a chunk task names the steps it runs: `project→count` (one step: its name)."""
+    return steps[0] if len(steps) == 1 else f"{steps[0]}→{steps[-1]}"
+
+
 def _run_chunks(
     plan: PlatePlan,
-    by_chunk_step: dict[tuple[int, int], list[StepPlan]],
+    by_chunk: dict[int, list[StepPlan]],
     opts: dict[str, Any],
     runner: Any,
     monitor: PlateMonitor | None = None,
 ) -> tuple[list[str], dict[str, str], dict[str, list[dict[str, Any]]]]:
-    """The flow-side scheduler: at most `num_workers` tasks in flight, next step on completion.
+    """The flow-side scheduler: one task per chunk, at most `num_workers` of them in flight.
 
     `runner` is a started task runner to submit to (Dask), or None for the flow's own runner;
-    `monitor` hears of every finished step and well (in this process, so progress is exact).
+    `monitor` hears of every finished chunk (in this process, so progress is exact).
     Returns (completed wells, {well: failure}, {well: where each step ran (clusters.where)}).
     """
-
     failures: dict[str, str] = {}
+    pending: dict[Any, int] = {}
+    done_wells: list[str] = []
+    pids: dict[str, list[dict[str, Any]]] = {}
+    label = steps_label(plan.steps)
+    queue = sorted(by_chunk)
 
-    def submit(chunk: int, step: int) -> Any | None:
-        plans = [p for p in by_chunk_step.get((chunk, step), []) if p.well not in failures]
-        if not plans:
-            return None
-        name = plan.steps[step]
-        t = run_step_task.with_options(
-            task_run_name=f"{name} · {_wells_label([p.well for p in plans])}",
+    def wells_of(chunk: int) -> list[str]:
+        return list(dict.fromkeys(p.well for p in by_chunk[chunk]))
+
+    def submit(chunk: int) -> Any:
+        t = run_chunk_task.with_options(
+            task_run_name=f"{label} · {_wells_label(wells_of(chunk))}",
             retries=plan.retries,
             retry_delay_seconds=[
                 plan.retry_delay_seconds * 2**k for k in range(max(1, plan.retries))
             ],
             retry_condition_fn=_retry_transient_only,
         )
-        if runner is None:
-            return t.submit(plans, plan.output, opts)
-        return runner.submit(
-            t, parameters={"plans": plans, "output": plan.output, "storage_options": opts}
-        )
+        if runner is not None:  # prefect-dask hands a quote() over still wrapped: plain values
+            params = {"plans": by_chunk[chunk], "output": plan.output, "storage_options": opts}
+            return runner.submit(t, parameters=params)
+        return t.submit(quote(by_chunk[chunk]), quote(plan.output), opts)
 
-    pending: dict[Any, tuple[int, int]] = {}
-    done_wells: list[str] = []
-    pids: dict[str, list[dict[str, Any]]] = {}
-    n_steps = len(plan.steps)
-    queue = [c for c in range(len(plan.chunks)) if (c, 0) in by_chunk_step]
-
-    def start_next_chunk() -> None:
+    def fill() -> None:
         while queue and len(pending) < plan.num_workers:
             chunk = queue.pop(0)
-            fut = submit(chunk, 0)
-            if fut is not None:
-                pending[fut] = (chunk, 0)
+            pending[submit(chunk)] = chunk
 
-    start_next_chunk()
+    fill()
     while pending:
         fut = next(iter(as_completed(list(pending))))
-        chunk, step = pending.pop(fut)
-        wells = [p.well for p in by_chunk_step.get((chunk, step), []) if p.well not in failures]
-        step_name = plan.steps[step]
+        wells = wells_of(pending.pop(fut))
         try:
             outcome = fut.result(raise_on_failure=True)
         except BaseException as exc:  # noqa: BLE001 - a task that failed as a whole (transient)
-            new_failures = {w: f"{type(exc).__name__}: {exc}" for w in wells}
+            step = getattr(exc, "hcs_step", label)
+            new_failures = {w: (step, _reason(exc)) for w in wells}
         else:
             for r in outcome.results:
                 pids.setdefault(r.well, []).append({"step": r.step, **r.where})
-            new_failures = dict(outcome.failures)
+            new_failures = {
+                w: (outcome.failed_steps.get(w, label), why) for w, why in outcome.failures.items()
+            }
             if monitor is not None:
                 monitor.step_results(outcome.results)
-        for w, why in new_failures.items():
-            failures[w] = f"step {step_name!r}: {why}"
+        for w, (step, why) in new_failures.items():
+            failures[w] = f"step {step!r}: {why}"
             if monitor is not None:
-                monitor.well_failed(w, step_name, why)
+                monitor.well_failed(w, step, why)
         survivors = [w for w in wells if w not in failures]
         if len(survivors) < len(wells):
             progress.emit({"event": "chunk-failed", "wells": len(wells) - len(survivors)})
-        if survivors and step + 1 < n_steps:
-            nxt = submit(chunk, step + 1)
-            if nxt is not None:
-                pending[nxt] = (chunk, step + 1)
-                continue
         if survivors:
             done_wells.extend(survivors)
             progress.emit({"event": "chunk-done", "wells": len(survivors)})
             if monitor is not None:
                 monitor.wells_done(survivors)
-        start_next_chunk()
+        fill()
     return done_wells, failures, dict(sorted(pids.items()))
 
 

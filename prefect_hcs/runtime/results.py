@@ -1,4 +1,4 @@
-"""What a `run-step` task returns to the flow: typed, so the flow and the monitor read fields, not keys.
+"""What a `run-steps` task returns to the flow: typed, so the flow and the monitor read fields, not keys.
 
 Plain pydantic models (they cross process boundaries with Dask and SLURM, and pickle as such).
 """
@@ -28,9 +28,12 @@ class WellStepRun(BaseModel):
 
 
 class ChunkOutcome(BaseModel):
-    """One step over a chunk of wells: the wells that ran and those that failed (with why)."""
+    """The steps of a chunk of wells: the well steps that ran and the wells that failed (why, where)."""
 
     model_config = ConfigDict(frozen=True)
 
     results: tuple[WellStepRun, ...] = ()
     failures: dict[str, str] = Field(default_factory=dict, description="{well: reason}.")
+    failed_steps: dict[str, str] = Field(
+        default_factory=dict, description="{well: name of the step that failed}."
+    )

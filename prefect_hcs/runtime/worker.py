@@ -265,6 +265,89 @@ def run_well_step(
     return done
 
 
+class StepFailedError(RuntimeError):
+    """A step of a well chain failed; `step` names it, the cause is the original error."""
+
+    def __init__(self, step: str, error: BaseException) -> None:
+        super().__init__(f"step {step!r}: {type(error).__name__}: {error}")
+        self.step = step
+        self.error = error
+
+
+#: Wells whose whole chain finished in this process, by (task run, last plan's fingerprint): a task
+#: retry re-runs its chunk and answers these from here instead of recomputing them. Keyed by the
+#: task run so that another run of the same plan (a resume, a changed output setting) recomputes.
+_DONE_CHAINS: dict[tuple[str, str], list[WellResult]] = {}
+
+
+def run_well_chain(
+    plans: list[StepPlan],
+    output: OutputPlan,
+    storage_options: dict[str, Any] | None = None,
+    before_step: Callable[[], None] | None = None,
+    attempt_key: str | None = None,
+) -> list[WellResult]:
+    """Execute several consecutive steps of one well, passing pixels from step to step in memory.
+
+    `plans` are one well's step plans in order. A step reading exactly what the previous one
+    wrote gets the array itself (no `.npz` encode, copy or decode; the intermediate is not
+    written, since nothing else reads it); other inputs are loaded as `run_well_step` does.
+    Checkpoints, tables and the final outputs are written exactly as there. The first step that
+    fails raises `StepFailedError` (its cause is the original error). `before_step` is called
+    before each step (the flow's output-lease check). With `attempt_key` (the task run's id), a
+    well this process already finished under the same key is answered without recomputing it.
+    """
+    key = (attempt_key or "", plans[-1].fingerprint)
+    if attempt_key and key in _DONE_CHAINS:
+        return _DONE_CHAINS[key]
+    opts = dict(storage_options or {})
+    out = dict(output.storage_options)
+    results: list[WellResult] = []
+    carried: tuple[WellData, str] | None = None
+    for i, plan in enumerate(plans):
+        nxt = plans[i + 1] if i + 1 < len(plans) else None
+        hand_off = nxt is not None and nxt.read_from == plan.output_url
+        try:
+            if before_step is not None:
+                before_step()
+            carried, done = _chain_step(plan, carried, hand_off, output, opts, out)
+        except Exception as exc:
+            raise StepFailedError(plan.step_name, exc) from exc
+        results.append(done)
+    if attempt_key:
+        if len(_DONE_CHAINS) >= 100_000:  # a long-lived served process: forget the oldest
+            _DONE_CHAINS.pop(next(iter(_DONE_CHAINS)), None)
+        _DONE_CHAINS[key] = results
+    return results
+
+
+def _chain_step(
+    plan: StepPlan,
+    carried: tuple[WellData, str] | None,
+    hand_off: bool,
+    output: OutputPlan,
+    opts: dict[str, Any],
+    out: dict[str, Any],
+) -> tuple[tuple[WellData, str] | None, WellResult]:
+    """One step of `run_well_chain`: (what the next step gets in memory or None, its result)."""
+    start = time.perf_counter()
+    data, inputs_fp = carried if carried is not None else _load_input(plan, opts, out)
+    carried = None
+    result, tables = apply_step(data, resolve_plate_inputs(plan, out))
+    del data  # the input is no longer needed: release it before the outputs are written
+    if plan.is_last:
+        counts = _write_well_outputs(plan, result, tables, output, inputs_fp, out)
+    else:
+        with hio.write_errors(plan.output_url):
+            _materialize(plan, result, out)
+            counts = _write_tables(plan, tables, out)
+            objects.write_well_tables(plan, tables, output)
+            if not hand_off:
+                _save_intermediate(result, inputs_fp, plan.output_url, out)
+    done = WellResult(plan.well, plan.step_name, time.perf_counter() - start, counts)
+    return ((result, inputs_fp) if hand_off else None), done
+
+
 def _write_well_outputs(
     plan: StepPlan,
     result: WellData,
