@@ -16,6 +16,10 @@ Decisions (the files on disk are the truth; the HTD describes what was *intended
 * Metadata comes from the MetaSeries XML of a few headers: one per field (stage X/Y), every z of
   the first field (z positions, spacing), one per channel (name, wavelength, objective), one per
   timepoint (acquisition time, interval). Pixels are read only for one plane per compression.
+
+Over 400 lines: the one reader that turns MetaSeries headers into a layout (grid, overlap, z and
+time from the headers), plus its `PlateHandler`; the HTD, the file-name scan and the MetaSeries
+parsing already live in `imagexpress_htd`, `imagexpress_scan` and `metaseries`.
 """
 
 from __future__ import annotations

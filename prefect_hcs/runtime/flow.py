@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -35,6 +35,18 @@ from prefect_hcs.runtime.plate_steps import plate_steps_task
 from prefect_hcs.runtime.results import ChunkOutcome, WellStepRun
 
 _TRANSIENT = (TimeoutError, ConnectionError)
+
+
+T = TypeVar("T")
+
+
+def _quoted(value: T) -> T:
+    """``quote(value)``, typed as what the task receives.
+
+    Prefect unwraps a quote before calling the task (which then gets ``value`` without Prefect
+    walking its fields); its type stubs only know the wrapper, ``quote[T]``.
+    """
+    return cast(T, quote(value))
 
 
 def is_transient(exc: BaseException | None) -> bool:
@@ -299,11 +311,11 @@ def _process(
         {"event": "compiled", "wells": len(plan.wells), "tasks": len(plan.steps) * len(plan.chunks)}
     )
     prepare_outputs_task.with_options(task_run_name="prepare-outputs" + label)(
-        quote(plan.output), plan.plate_id, plan.wells, overwrite
+        _quoted(plan.output), plan.plate_id, plan.wells, overwrite
     )
     skipped = set(
         check_completed_task.with_options(task_run_name="check-completed" + label)(
-            quote(plan), opts
+            _quoted(plan), opts
         )
     )
     if skipped:
@@ -312,7 +324,7 @@ def _process(
         monitor.wells_skipped(sorted(skipped))
 
     if plan.plate_steps and len(skipped) < len(plan.wells):
-        plate_steps_task.with_options(task_run_name="plate-step" + label)(quote(plan), opts)
+        plate_steps_task.with_options(task_run_name="plate-step" + label)(_quoted(plan), opts)
 
     by_chunk: dict[int, list[StepPlan]] = {}
     chunk_of = {w: i for i, chunk in enumerate(plan.chunks) for w in chunk}
@@ -340,7 +352,7 @@ def _process(
     if failures:
         raise PlateRunError(plan.plate_id, failures)
     tables = finalize_outputs_task.with_options(task_run_name="finalize-outputs" + label)(
-        quote(plan.output), quote(list(plan.step_plans)), opts, summary
+        _quoted(plan.output), _quoted(list(plan.step_plans)), opts, summary
     )
     summary["tables"] = tables
     summary["seconds"] = round(time.perf_counter() - started, 2)
@@ -393,7 +405,7 @@ def _run_chunks(
         if runner is not None:  # prefect-dask hands a quote() over still wrapped: plain values
             params = {"plans": by_chunk[chunk], "output": plan.output, "storage_options": opts}
             return runner.submit(t, parameters=params)
-        return t.submit(quote(by_chunk[chunk]), quote(plan.output), opts)
+        return t.submit(_quoted(by_chunk[chunk]), _quoted(plan.output), opts)
 
     def fill() -> None:
         while queue and len(pending) < plan.num_workers:

@@ -14,6 +14,9 @@ files are byte-identical for a given seed.
 Phenix convention (shared with the reader): PositionX grows to the right and PositionY grows
 **upwards**, both relative to the well centre, and fields are numbered centre-first, then in a
 snake over the remaining tiles.
+
+Over 400 lines: test data only; the scene, the ImageXpress and Phenix writers and the ground
+truth share the private helpers the other `synthetic_*` modules build on.
 """
 
 from __future__ import annotations

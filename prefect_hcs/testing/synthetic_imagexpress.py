@@ -19,6 +19,9 @@ acquisition time, illumination setting, wavelength, objective and, for projectio
 ``Z Projection Method``. Exports pad a channel taken at a single plane (or only as a projection) with
 byte-identical copies in every ``ZStep_<z>``, as MetaXpress does. Pixels come from the same scene
 generator as `prefect_hcs.testing.synthetic` (blurred nuclei, jittered tiles, seeded per well).
+
+Over 400 lines: test data only, and one generator whose two layouts, MetaSeries descriptions and
+padding rules share private helpers; splitting it would spread one file format over modules.
 """
 
 from __future__ import annotations
