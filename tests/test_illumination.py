@@ -170,3 +170,43 @@ def test_plate_run_corrects_vignetting_end_to_end(prefect_server, tmp_path):
                 errors[c].append(_error(img[c - 1], clean.astype(float)))
     for c, errs in errors.items():
         assert float(np.mean(errs)) < 0.02, (c, errs)
+
+
+def test_a_changed_source_file_makes_the_stored_result_stale(tmp_path):
+    from prefect_hcs.runtime.compile import compile_from_parameters
+    from prefect_hcs.runtime.plate_steps import run_plate_steps, stale_plate_results
+
+    _, vign, _ = _plate_pair(tmp_path, ["A01", "B02"])
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(PIPELINE)
+    plan = compile_from_parameters(str(vign), str(pipe), None, None, {})
+    url = plan.plate_steps[0].result_url
+    assert stale_plate_results(plan) == {url}  # never computed
+    run_plate_steps(plan)
+    assert stale_plate_results(plan) == set()
+    f = _files(vign, 2)[("B02", 3)]
+    tifffile.imwrite(f, tifffile.imread(f)[::-1].copy())
+    assert stale_plate_results(plan) == {url}
+
+
+@pytest.mark.server
+def test_resume_recomputes_every_well_corrected_with_a_stale_flatfield(prefect_server, tmp_path):
+    """A replaced plane in B02 changes the flat-field, so A01 (its own files unchanged) is
+    recomputed too; a rerun with nothing changed skips both."""
+    from prefect_hcs.runtime.flow import process_plate
+
+    _, vign, _ = _plate_pair(tmp_path, ["A01", "B02"])
+    pipe = tmp_path / "p.yaml"
+    pipe.write_text(PIPELINE)
+
+    def run() -> dict:
+        state = process_plate(plate=str(vign), pipeline=str(pipe), return_state=True)
+        assert state.is_completed(), state.message
+        return state.result()
+
+    assert run()["wells_skipped"] == []
+    assert run()["wells_skipped"] == ["A01", "B02"]
+    f = _files(vign, 2)[("B02", 3)]
+    tifffile.imwrite(f, tifffile.imread(f)[::-1].copy())
+    assert run()["wells_skipped"] == []
+    assert run()["wells_skipped"] == ["A01", "B02"]

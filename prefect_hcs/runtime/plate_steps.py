@@ -21,7 +21,7 @@ from prefect_hcs.pipeline.plan import PlatePlan, StepPlan, fingerprint_of
 from prefect_hcs.pipeline.plate_steps import PlateStepPlan
 from prefect_hcs.runtime import io as hio
 
-__all__ = ["plate_steps_task", "resolve_plate_inputs", "run_plate_steps"]
+__all__ = ["plate_steps_task", "resolve_plate_inputs", "run_plate_steps", "stale_plate_results"]
 
 _LOADED: dict[str, dict[str, Any]] = {}
 
@@ -90,6 +90,34 @@ def run_plate_steps(plan: PlatePlan, storage_options: dict[str, Any] | None = No
             f"{len(step.wells)} wells → {step.result_url}"
         )
     return done
+
+
+def stale_plate_results(plan: PlatePlan, storage_options: dict[str, Any] | None = None) -> set[str]:
+    """URLs of plate-level results that this run will (re)compute.
+
+    A result is stale when it is missing, belongs to another plan, or was computed from source
+    files that have changed since (a replaced plane in *any* sampled well). A well completed with
+    a stale result must be recomputed too, even if its own files did not change: resume uses this
+    to keep every well consistent with the plate-level result it was corrected with.
+    """
+    opts = dict(storage_options or {})
+    out = dict(getattr(plan.output, "storage_options", {}) or {})
+    stale = set()
+    for raw in plan.plate_steps:
+        step = PlateStepPlan.model_validate(raw)
+        try:
+            old = _stored(step.result_url, out)
+            current = _stamps(step, opts)
+        except (OSError, ValueError):
+            stale.add(step.result_url)
+            continue
+        if (
+            old is None
+            or str(old.get("fingerprint")) != step.fingerprint
+            or str(old.get("stamps")) != current
+        ):
+            stale.add(step.result_url)
+    return stale
 
 
 @task(name="plate-step", cache_policy=NO_CACHE)

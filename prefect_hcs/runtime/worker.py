@@ -24,7 +24,7 @@ from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan, fingerpri
 from prefect_hcs.runtime import io as hio
 from prefect_hcs.runtime import objects, thumbnails
 from prefect_hcs.runtime.cleanup import discard_well_outputs, remove_partial_fields
-from prefect_hcs.runtime.plate_steps import resolve_plate_inputs
+from prefect_hcs.runtime.plate_steps import resolve_plate_inputs, stale_plate_results
 from prefect_hcs.runtime.stores import fsspec_options
 from prefect_hcs.storage.object_store import file_stamp
 
@@ -441,14 +441,25 @@ def finalize_outputs(
     return written
 
 
+def _uses_any(plans: list[StepPlan], result_urls: set[str]) -> bool:
+    """Whether any of a well's step plans reads one of these plate-level results."""
+    return any(
+        isinstance(ref, dict) and ref.get("url") in result_urls
+        for p in plans
+        for ref in p.metadata.values()
+    )
+
+
 def completed_wells(
     plan: PlatePlan, storage_options: dict[str, Any] | None = None
 ) -> dict[str, str]:
     """Wells whose outputs are complete and valid for exactly this plan and these inputs.
 
     A well counts as done when its completion marker names the same chain of step fingerprints
-    and the same source-file fingerprint, and every output it should have is present (OME-Zarr
-    fields with metadata and all chunks, tables, checkpoints). Anything else is recomputed.
+    and the same source-file fingerprint, every output it should have is present (OME-Zarr
+    fields with metadata and all chunks, tables, checkpoints), and no plate-level result it used
+    is stale (e.g. a flat-field whose sampled files changed in another well). Anything else is
+    recomputed.
     """
     opts = dict(storage_options or {})  # the plate's
     out = dict(plan.output.storage_options)
@@ -458,8 +469,11 @@ def completed_wells(
         from prefect_hcs.formats.omezarr import OmeZarrPlateWriter
 
         writer = OmeZarrPlateWriter(plan.output.zarr_url, zarr_options(plan.output))
+    stale = stale_plate_results(plan, opts) if plan.plate_steps else set()
     for well in plan.wells:
         plans = plan.plans_for(well)
+        if stale and _uses_any(plans, stale):
+            continue
         last, first = plans[-1], plans[0]
         marker_url = done_marker_url(plan.output, well)
         try:
