@@ -9,7 +9,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .registry import FunctionSpec, _type_name, all_specs
+from .function_spec import FunctionSpec
+from .kwarg_types import type_name
+from .registry import all_specs
 from .skimage_functions import EXCLUDED, MODULES
 
 __all__ = ["describe", "parameter_rows", "render_markdown", "summary_row"]
@@ -22,7 +24,7 @@ def _default_text(p: inspect.Parameter) -> str:
 def _annotation_text(p: inspect.Parameter) -> str:
     if p.annotation in (inspect.Parameter.empty, Any):
         return "any"
-    return _type_name(p.annotation)
+    return type_name(p.annotation)
 
 
 def summary_row(spec: FunctionSpec) -> dict[str, str]:
