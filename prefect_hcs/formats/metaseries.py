@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import numpy as np
-import tifffile
 from fsspec.spec import AbstractFileSystem
 from tifffile.tifffile import metaseries_description_metadata
 
 from prefect_hcs.formats.fsio import display
 from prefect_hcs.formats.layout import PlateError
+from prefect_hcs.formats.tiff import read_tiff_header
 
 _MICRONS = ("um", "µm", "micron", "microns", "micrometer")
 
@@ -69,14 +68,12 @@ def _pixel_size(info: dict[str, Any]) -> float | None:
     return size if size and size > 0 and units in _MICRONS else None
 
 
-def _plane_info(tif: tifffile.TiffFile, where: str) -> dict[str, Any]:
-    """The PlaneInfo dict of a MetaSeries TIFF, {} when the file has no MetaSeries XML."""
-    page = tif.pages.first
-    description = page.description or ""
+def _plane_info(description: str, where: str) -> dict[str, Any]:
+    """The PlaneInfo dict of a MetaSeries ImageDescription, {} when it is not MetaSeries XML."""
     if not description.startswith("<MetaData>"):
         return {}
     try:
-        meta = tif.metaseries_metadata or metaseries_description_metadata(description)
+        meta = metaseries_description_metadata(description)
     except Exception as exc:  # ElementTree.ParseError and friends
         raise PlateError(
             f"unreadable MetaSeries XML in {where}: {exc}. Expected a '<MetaData>' "
@@ -87,32 +84,16 @@ def _plane_info(tif: tifffile.TiffFile, where: str) -> dict[str, Any]:
 
 
 def read_plane_meta(fs: AbstractFileSystem, path: str) -> PlaneMeta:
-    """Shape, dtype, compression and MetaSeries metadata of a TIFF, reading its header only."""
-    where = display(fs, path)
-    try:
-        with fs.open(path, "rb") as fh, tifffile.TiffFile(fh) as tif:
-            page = tif.pages.first
-            shape = tuple(int(n) for n in page.shape if n != 1) or (1, 1)
-            dtype = np.dtype(page.dtype).name
-            compression = getattr(page.compression, "name", str(page.compression))
-            info = _plane_info(tif, where)
-    except PlateError:
-        raise
-    except FileNotFoundError:
-        raise PlateError(f"image file not found: {where}") from None
-    except Exception as exc:
-        raise PlateError(
-            f"cannot read the TIFF header of {where}: {exc}. Expected a MetaXpress TIFF; the "
-            "file is corrupt or truncated, copy or export it again."
-        ) from None
-    if len(shape) != 2:
-        raise PlateError(f"TIFF {where} has a first page of shape {shape}, not a 2-D plane")
+    """Shape, dtype, compression and MetaSeries metadata of a TIFF, reading its header only
+    (`tiff.read_tiff_header`)."""
+    header = read_tiff_header(fs, path)
+    info = _plane_info(header.description, display(fs, path))
     when = info.get("acquisition-time-local")
     method = info.get("Z Projection Method")
     return PlaneMeta(
-        shape=(shape[0], shape[1]),
-        dtype=dtype,
-        compression=compression,
+        shape=header.shape,
+        dtype=header.dtype,
+        compression=header.compression,
         pixel_size_um=_pixel_size(info),
         stage_x_um=_number(info, "stage-position-x", "ImageXpress Micro X"),
         stage_y_um=_number(info, "stage-position-y", "ImageXpress Micro Y"),

@@ -42,6 +42,7 @@ class TiffHeader:
     shape: tuple[int, int]
     dtype: str
     description: str
+    compression: str = ""  # tifffile's name of the page's compression, e.g. "NONE", "LZW"
 
 
 def _quiet(exc: BaseException) -> str:
@@ -115,7 +116,7 @@ def check_decodable(
 
 
 def read_tiff_header(fs: AbstractFileSystem, path: str) -> TiffHeader:
-    """Shape, dtype and description of a TIFF's first page, reading only its header bytes."""
+    """Shape, dtype, description and compression of a TIFF's first page, reading only its header."""
     where = display(fs, path)
     try:
         with fs.open(path, "rb") as fh, tifffile.TiffFile(fh) as tif:
@@ -123,15 +124,19 @@ def read_tiff_header(fs: AbstractFileSystem, path: str) -> TiffHeader:
             shape = tuple(int(n) for n in page.shape if n != 1) or (1, 1)
             dtype = np.dtype(page.dtype).name
             description = page.description or ""
+            compression = getattr(page.compression, "name", str(page.compression))
     except FileNotFoundError as exc:
         raise PlateError(f"image file not found: {where}") from exc
     except Exception as exc:
-        raise PlateError(f"cannot read the TIFF header of {where}: {_quiet(exc)}") from exc
+        raise PlateError(
+            f"cannot read the TIFF header of {where}: {_quiet(exc)}. The file is corrupt or "
+            "truncated; copy or export it again."
+        ) from exc
     if len(shape) == 1:
         shape = (1, shape[0])
     if len(shape) != 2:
         raise PlateError(f"TIFF {where} has a first page of shape {shape}, not a 2-D plane")
-    return TiffHeader(shape=(shape[0], shape[1]), dtype=dtype, description=description)
+    return TiffHeader((shape[0], shape[1]), dtype, description, compression)
 
 
 def read_plane(
