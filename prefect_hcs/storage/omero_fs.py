@@ -42,7 +42,6 @@ from prefect_hcs.storage.omero_gateway import (
     PlateInfo,
     WellInfo,
 )
-from prefect_hcs.storage.omero_login import DEFAULT_PORT
 from prefect_hcs.storage.omero_paths import (
     OUTPUT_NS,
     OUTPUTS,
@@ -58,7 +57,7 @@ from prefect_hcs.storage.omero_paths import (
     strip,
     well_path,
 )
-from prefect_hcs.storage.omero_session import OmeroConnection, Session
+from prefect_hcs.storage.omero_session import ConnectionOptions, OmeroConnection, Session
 
 T = TypeVar("T")
 
@@ -70,39 +69,19 @@ class OmeroFileSystem(AbstractFileSystem):
     root_marker = ""
     async_impl = False
 
-    def __init__(
-        self,
-        *,
-        credentials_block: str | None = None,
-        credentials: Any = None,
-        host: str | None = None,
-        user: str | None = None,
-        password: str | None = None,
-        group: str | None = None,
-        port: int = DEFAULT_PORT,
-        secure: bool = True,
-        gateway: OmeroAdapter | None = None,
-        retries: int = 3,
-        retry_delay: float = 0.2,
-        **kwargs: Any,
-    ) -> None:
-        """Connect through exactly one source (see the module docstring); lazily, on first use.
+    def __init__(self, *, retries: int = 3, retry_delay: float = 0.2, **kwargs: Any) -> None:
+        """Connect through exactly one source, lazily, on first use.
+
+        The connection keyword arguments are the fields of `ConnectionOptions`
+        (``credentials_block``, ``host``/``user``/``password``/``group``/``port``/``secure``,
+        ``credentials``, ``gateway``); the others go to fsspec, which ignores what it does not use.
 
         Raises:
             ValueError: no connection source or several, or a host without a user.
         """
-        super().__init__(**kwargs)
-        self._conn = OmeroConnection(
-            credentials_block=credentials_block,
-            credentials=credentials,
-            host=host,
-            user=user,
-            password=password,
-            group=group,
-            port=port,
-            secure=secure,
-            gateway=gateway,
-        )
+        options, rest = ConnectionOptions.split(kwargs)
+        super().__init__(**rest)
+        self._conn = OmeroConnection(options)
         self.retries = retries
         self.retry_delay = retry_delay
 

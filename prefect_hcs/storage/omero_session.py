@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from pydantic import SecretStr
@@ -24,7 +24,7 @@ from prefect_hcs.storage.omero_gateway import OmeroAdapter, PlateInfo
 from prefect_hcs.storage.omero_hook import gateway_factory
 from prefect_hcs.storage.omero_login import DEFAULT_PORT, OmeroLogin, login_from_block
 
-__all__ = ["OmeroConnection", "Session"]
+__all__ = ["ConnectionOptions", "OmeroConnection", "Session"]
 
 T = TypeVar("T")
 
@@ -41,6 +41,50 @@ _SESSIONS: dict[tuple[int, str], Session] = {}
 _SESSIONS_LOCK = threading.Lock()
 
 
+@dataclass(frozen=True)
+class ConnectionOptions:
+    """Where an ``omero`` filesystem connects: exactly one source, named as its storage options.
+
+    The fields are `OmeroFileSystem`'s connection keyword arguments (fsspec passes storage options
+    as keyword arguments; `split` picks these out of the rest): ``credentials_block`` (a saved
+    `OmeroCredentials` block, by name), ``host`` + ``user`` (+ ``password``, ``group``, ``port``,
+    ``secure``), or in-process ``credentials`` (an `OmeroLogin` or the block itself) or
+    ``gateway`` (an adapter).
+
+    Raises:
+        ValueError: no source or several, or a login by host without a user.
+    """
+
+    credentials_block: str | None = None
+    credentials: Any = None
+    host: str | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    group: str | None = None
+    port: int = DEFAULT_PORT
+    secure: bool = True
+    gateway: OmeroAdapter | None = None
+
+    def __post_init__(self) -> None:
+        sources = [self.credentials_block, self.credentials, self.host, self.gateway]
+        if sum(s is not None for s in sources) != 1:
+            raise ValueError(
+                "the omero filesystem needs exactly one connection source in its storage options: "
+                "credentials_block='<block name>' (an OmeroCredentials block), host='<server>' "
+                "with user='<name>', credentials=<OmeroLogin or OmeroCredentials>, or "
+                "gateway=<adapter>"
+            )
+        if self.host is not None and not self.user:
+            raise ValueError("an omero login by host needs user='<name>' in the storage options")
+
+    @classmethod
+    def split(cls, kwargs: Mapping[str, Any]) -> tuple[ConnectionOptions, dict[str, Any]]:
+        """The connection options among ``kwargs``, and the other keyword arguments."""
+        names = {f.name for f in fields(cls)}
+        options = cls(**{k: v for k, v in kwargs.items() if k in names})
+        return options, {k: v for k, v in kwargs.items() if k not in names}
+
+
 def _as_login(credentials: Any) -> OmeroLogin:
     """An `OmeroLogin`, or an object that makes one (the `OmeroCredentials` block's ``login()``)."""
     return credentials if isinstance(credentials, OmeroLogin) else credentials.login()
@@ -49,41 +93,19 @@ def _as_login(credentials: Any) -> OmeroLogin:
 class OmeroConnection:
     """The one connection source of a filesystem, and the shared session it leads to."""
 
-    def __init__(
-        self,
-        *,
-        credentials_block: str | None = None,
-        credentials: Any = None,
-        host: str | None = None,
-        user: str | None = None,
-        password: str | None = None,
-        group: str | None = None,
-        port: int = DEFAULT_PORT,
-        secure: bool = True,
-        gateway: OmeroAdapter | None = None,
-    ) -> None:
-        """Check that exactly one source is given (the storage options' shape) and keep it.
-
-        Raises:
-            ValueError: no source or several, or a login by host without a user.
-        """
-        sources = [credentials_block, credentials, host, gateway]
-        if sum(s is not None for s in sources) != 1:
-            raise ValueError(
-                "the omero filesystem needs exactly one connection source in its storage options: "
-                "credentials_block='<block name>' (an OmeroCredentials block), host='<server>' "
-                "with user='<name>', credentials=<OmeroLogin or OmeroCredentials>, or "
-                "gateway=<adapter>"
-            )
-        if host is not None and not user:
-            raise ValueError("an omero login by host needs user='<name>' in the storage options")
-        if host is not None:
+    def __init__(self, options: ConnectionOptions) -> None:
+        """Keep the one source ``options`` name (already checked by `ConnectionOptions`)."""
+        credentials = options.credentials
+        if options.host is not None:
+            password = options.password
             secret = SecretStr(password) if password is not None else None
-            credentials = OmeroLogin(host, str(user), secret, port, group, secure)
-        self.credentials_block = credentials_block
+            credentials = OmeroLogin(
+                options.host, str(options.user), secret, options.port, options.group, options.secure
+            )
+        self.credentials_block = options.credentials_block
         self.login: OmeroLogin | None = _as_login(credentials) if credentials else None
-        self.gateway = gateway
-        self._own = Session(gateway) if gateway is not None else None
+        self.gateway = options.gateway
+        self._own = Session(options.gateway) if options.gateway is not None else None
 
     def describe(self) -> str:
         """Where this connection goes, without a secret: for reprs and messages."""
