@@ -2,7 +2,8 @@
 
 ``tests/test_omero_contract.py`` reads `omero_blitz` with ``ast`` and checks that every omero-py
 name and keyword it uses is listed here, and reads omero-py's installed source to check that each
-entry exists there (with inherited members and keywords). Data only.
+entry exists there (with inherited members and keywords). Data only; `_members` writes the
+entries used under the name omero-py defines them by, one class at a time.
 """
 
 from __future__ import annotations
@@ -29,14 +30,25 @@ class ApiUse:
 
 
 _GW = "omero/gateway/__init__.py"
+
+
+def _members(cls: str | None, *names: str, source: str = _GW) -> tuple[ApiUse, ...]:
+    """Entries for names the adapter uses as omero-py defines them on ``cls`` in ``source``."""
+    return tuple(ApiUse(name, source, cls, name) for name in names)
+
+
 OMERO_API: tuple[ApiUse, ...] = (
     ApiUse("BlitzGateway", _GW, "BlitzGateway", "__init__", ("host", "port", "secure", "group")),
-    ApiUse("connect", _GW, "BlitzGateway", "connect"),
-    ApiUse("getLastError", _GW, "BlitzGateway", "getLastError"),
-    ApiUse("keepAlive", _GW, "BlitzGateway", "keepAlive"),
-    ApiUse("close", _GW, "BlitzGateway", "close"),
-    ApiUse("getGroupFromContext", _GW, "BlitzGateway", "getGroupFromContext"),
-    ApiUse("getObject", _GW, "BlitzGateway", "getObject"),
+    *_members(
+        "BlitzGateway",
+        "connect",
+        "getLastError",
+        "keepAlive",
+        "close",
+        "getGroupFromContext",
+        "getObject",
+        "SERVICE_OPTS",
+    ),
     ApiUse(
         "createOriginalFileFromFileObj",
         _GW,
@@ -45,43 +57,40 @@ OMERO_API: tuple[ApiUse, ...] = (
         ("mimetype",),
     ),
     ApiUse("deleteObjects", _GW, "BlitzGateway", "deleteObjects", ("wait",)),
-    ApiUse("SERVICE_OPTS", _GW, "BlitzGateway", "SERVICE_OPTS"),
-    ApiUse("setOmeroGroup", "omero/gateway/utils.py", "ServiceOptsDict", "setOmeroGroup"),
-    ApiUse("getOmeroGroup", "omero/gateway/utils.py", "ServiceOptsDict", "getOmeroGroup"),
-    ApiUse("getName", _GW, "BlitzObjectWrapper", "getName"),
-    ApiUse("getId", _GW, "BlitzObjectWrapper", "getId"),
-    ApiUse("getDetails", _GW, "BlitzObjectWrapper", "getDetails"),
-    ApiUse("getGroup", _GW, "DetailsWrapper", "getGroup"),
-    ApiUse("listChildren", _GW, "PlateWrapper", "listChildren"),
-    ApiUse("listChildren", _GW, "WellWrapper", "listChildren"),
+    *_members("ServiceOptsDict", "setOmeroGroup", "getOmeroGroup", source="omero/gateway/utils.py"),
+    *_members("BlitzObjectWrapper", "getName", "getId", "getDetails", "linkAnnotation", "save"),
+    ApiUse("listAnnotations", _GW, "BlitzObjectWrapper", "listAnnotations", ("ns",)),
+    *_members("DetailsWrapper", "getGroup"),
+    *_members("PlateWrapper", "listChildren"),
+    *_members("WellWrapper", "listChildren"),
+    # Reached through omero-py's dynamic __getattr__: well.row is WellI.getRow().
     ApiUse("row", "omero_model_WellI.py", "WellI", "getRow"),
     ApiUse("column", "omero_model_WellI.py", "WellI", "getColumn"),
-    ApiUse("getImage", _GW, "WellSampleWrapper", "getImage"),
-    ApiUse("getSizeZ", _GW, "ImageWrapper", "getSizeZ"),
-    ApiUse("getSizeC", _GW, "ImageWrapper", "getSizeC"),
-    ApiUse("getSizeT", _GW, "ImageWrapper", "getSizeT"),
-    ApiUse("getSizeY", _GW, "ImageWrapper", "getSizeY"),
-    ApiUse("getSizeX", _GW, "ImageWrapper", "getSizeX"),
-    ApiUse("getPixelsType", _GW, "ImageWrapper", "getPixelsType"),
-    ApiUse("getChannelLabels", _GW, "ImageWrapper", "getChannelLabels"),
-    ApiUse("getPrimaryPixels", _GW, "ImageWrapper", "getPrimaryPixels"),
-    ApiUse("getPlane", _GW, "PixelsWrapper", "getPlane"),
-    ApiUse("linkAnnotation", _GW, "BlitzObjectWrapper", "linkAnnotation"),
-    ApiUse("listAnnotations", _GW, "BlitzObjectWrapper", "listAnnotations", ("ns",)),
-    ApiUse("FileAnnotationWrapper", _GW, None, "FileAnnotationWrapper"),
-    ApiUse("MapAnnotationWrapper", _GW, None, "MapAnnotationWrapper"),
-    ApiUse("setNs", _GW, "AnnotationWrapper", "setNs"),
-    ApiUse("getNs", _GW, "AnnotationWrapper", "getNs"),
-    ApiUse("setFile", _GW, "FileAnnotationWrapper", "setFile"),
-    ApiUse("getFile", _GW, "FileAnnotationWrapper", "getFile"),
-    ApiUse("getFileName", _GW, "FileAnnotationWrapper", "getFileName"),
-    ApiUse("getFileSize", _GW, "FileAnnotationWrapper", "getFileSize"),
-    ApiUse("getFileInChunks", _GW, "FileAnnotationWrapper", "getFileInChunks"),
-    ApiUse("getPath", "omero_model_OriginalFileI.py", "OriginalFileI", "getPath"),
-    ApiUse("getMimetype", "omero_model_OriginalFileI.py", "OriginalFileI", "getMimetype"),
-    ApiUse("setValue", _GW, "MapAnnotationWrapper", "setValue"),
-    ApiUse("getValue", _GW, "MapAnnotationWrapper", "getValue"),
-    ApiUse("save", _GW, "BlitzObjectWrapper", "save"),
+    *_members("WellSampleWrapper", "getImage"),
+    *_members(
+        "ImageWrapper",
+        "getSizeZ",
+        "getSizeC",
+        "getSizeT",
+        "getSizeY",
+        "getSizeX",
+        "getPixelsType",
+        "getChannelLabels",
+        "getPrimaryPixels",
+    ),
+    *_members("PixelsWrapper", "getPlane"),
+    *_members(None, "FileAnnotationWrapper", "MapAnnotationWrapper"),
+    *_members("AnnotationWrapper", "setNs", "getNs"),
+    *_members(
+        "FileAnnotationWrapper",
+        "setFile",
+        "getFile",
+        "getFileName",
+        "getFileSize",
+        "getFileInChunks",
+    ),
+    *_members("OriginalFileI", "getPath", "getMimetype", source="omero_model_OriginalFileI.py"),
+    *_members("MapAnnotationWrapper", "setValue", "getValue"),
 )
 
 #: Object types passed to ``getObject``; each must be a key of omero-py's KNOWN_WRAPPERS.
