@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape, quoteattr
 from prefect_hcs.formats.fsio import resolve
 from prefect_hcs.formats.layout import split_well
 from prefect_hcs.testing.synthetic import _plate_dims
-from prefect_hcs.testing.synthetic_tiles import TileSpec, centre_offset_um, render_well, tiff_bytes
+from prefect_hcs.testing.synthetic_tiles import Tile, TileSpec, centre_offset_um, write_well_tiles
 
 BTS = "http://www.yokogawa.co.jp/BTS/BTSSchema/1.0"
 CHANNELS = (  # target, laser nm, band-pass
@@ -143,18 +143,17 @@ def make_cellvoyager_plate(
     fs, root = resolve(out_dir)
     fs.makedirs(root, exist_ok=True)
     field_of_site = snake_fields(*spec.grid)
-    records, truth_wells = [], {}
-    for well in wells:
-        truth, tiles = render_well(spec, well)
-        for tile in tiles:
-            field = field_of_site[tile.site]
-            name = (f"{title}_{well}_T{tile.timepoint:04d}F{field:03d}L01A01"
-                    f"Z{tile.z:02d}C{tile.channel:02d}.tif")  # fmt: skip
-            with fs.open(f"{root}/{name}", "wb") as fh:
-                fh.write(tiff_bytes(tile.pixels, compression=None))
-            records.append(_record(well, field, tile, name, spec, z_step_um, time_interval_s))
-        truth["field_of_site"] = {str(s): f for s, f in field_of_site.items()}
-        truth_wells[well] = truth
+    records: list[str] = []
+
+    def place(well: str, field: int, tile: Tile) -> str:
+        name = (f"{title}_{well}_T{tile.timepoint:04d}F{field:03d}L01A01"
+                f"Z{tile.z:02d}C{tile.channel:02d}.tif")  # fmt: skip
+        records.append(_record(well, field, tile, name, spec, z_step_um, time_interval_s))
+        return f"{root}/{name}"
+
+    truth_wells = write_well_tiles(
+        fs, spec, wells, field_of_site, place, field_key="field_of_site", compression=None
+    )
     error = _attrs(Type="ERR", Time=START.isoformat(timespec="milliseconds"), Column=1, Row=1,
                    TimePoint=1, PartialTileIndex=1, TimelineIndex=1, X="0.0", Y="0.0")  # fmt: skip
     records.append(

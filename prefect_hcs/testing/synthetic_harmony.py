@@ -20,7 +20,7 @@ from typing import Any, Literal
 from prefect_hcs.formats.fsio import resolve
 from prefect_hcs.formats.layout import split_well
 from prefect_hcs.testing.synthetic import _plate_dims, phenix_field_order
-from prefect_hcs.testing.synthetic_tiles import TileSpec, centre_offset_um, render_well, tiff_bytes
+from prefect_hcs.testing.synthetic_tiles import Tile, TileSpec, centre_offset_um, write_well_tiles
 
 CHANNELS = (  # name, excitation nm, emission nm
     ("HOECHST 33342", 375, 456),
@@ -141,24 +141,22 @@ def make_harmony_plate(
     field_of_site = {
         r * cols + c + 1: f for f, (r, c) in enumerate(phenix_field_order(rows, cols), 1)
     }
-    truth_wells = {}
-    for well in wells:
-        truth, tiles = render_well(spec, well)
+
+    def place(well: str, field: int, tile: Tile) -> str:
         row, col = split_well(well)
-        for tile in tiles:
-            field = field_of_site[tile.site]
-            name = (
-                f"r{row + 1:02d}c{col + 1:02d}f{field:02d}p{tile.z:02d}-ch{tile.channel}"
-                f"sk{tile.timepoint}fk1fl1.tiff"
-            )
-            with fs.open(f"{root}/Images/{name}", "wb") as fh:
-                fh.write(tiff_bytes(tile.pixels))
-            ident = f"{_well_code(well)}K{tile.timepoint}F{field}P{tile.z}R{tile.channel}"
-            fields = _image_fields(spec, index.v7, well, field, tile, name, ident,
-                                   (magnification, na), z_step_um, time_interval_s)  # fmt: skip
-            index.image(well, fields, ident)
-        truth["phenix_field_of_site"] = {str(s): f for s, f in field_of_site.items()}
-        truth_wells[well] = truth
+        name = (
+            f"r{row + 1:02d}c{col + 1:02d}f{field:02d}p{tile.z:02d}-ch{tile.channel}"
+            f"sk{tile.timepoint}fk1fl1.tiff"
+        )
+        ident = f"{_well_code(well)}K{tile.timepoint}F{field}P{tile.z}R{tile.channel}"
+        fields = _image_fields(spec, index.v7, well, field, tile, name, ident,
+                               (magnification, na), z_step_um, time_interval_s)  # fmt: skip
+        index.image(well, fields, ident)
+        return f"{root}/Images/{name}"
+
+    truth_wells = write_well_tiles(
+        fs, spec, wells, field_of_site, place, field_key="phenix_field_of_site"
+    )
     index_name = "Index.xml" if variant == "v7" else "Index.idx.xml"
     with fs.open(f"{root}/Images/{index_name}", "wb") as fh:
         fh.write(index.to_bytes())

@@ -8,12 +8,13 @@ positions). Best focus is the middle plane; planes further away are more blurred
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tifffile
+from fsspec.spec import AbstractFileSystem
 from scipy import ndimage
 
 from prefect_hcs.formats.layout import split_well
@@ -132,3 +133,31 @@ def tiff_bytes(pixels: np.ndarray, compression: str | None = "lzw") -> bytes:
     buf = io.BytesIO()
     tifffile.imwrite(buf, pixels, compression=compression, metadata=None, software=False)
     return buf.getvalue()
+
+
+def write_well_tiles(
+    fs: AbstractFileSystem,
+    spec: TileSpec,
+    wells: Sequence[str],
+    field_of_site: Mapping[int, int],
+    place: Callable[[str, int, Tile], str],
+    *,
+    field_key: str,
+    compression: str | None = "lzw",
+) -> dict[str, dict[str, Any]]:
+    """Render every well and write each tile as a TIFF; return {well: its ground truth}.
+
+    ``place(well, field, tile)`` returns the tile's path (and records the tile in the vendor's
+    index); ``field_of_site`` maps raster sites to the vendor's field numbers, and is kept in each
+    well's truth under ``field_key``.
+    """
+    truth_wells = {}
+    for well in wells:
+        truth, tiles = render_well(spec, well)
+        for tile in tiles:
+            path = place(well, field_of_site[tile.site], tile)
+            with fs.open(path, "wb") as fh:
+                fh.write(tiff_bytes(tile.pixels, compression=compression))
+        truth[field_key] = {str(s): f for s, f in field_of_site.items()}
+        truth_wells[well] = truth
+    return truth_wells
