@@ -27,7 +27,7 @@ COSTS: list[tuple[str, re.Pattern[str]]] = [
     (name, re.compile(pattern))
     for name, pattern in [
         ("imports (start-up)", r"_find_and_load|_call_with_frames_removed|exec_module"),
-        ("intermediate hand-off (.npz)", r"_save_intermediate|_load_input \(|npyio"),
+        ("intermediate hand-off (.npz)", r"save_intermediate|load_input \(|npyio"),
         ("thumbnails", r"thumbnails\.py"),
         ("padding (fit_yx)", r"fit_yx"),
         ("input stamps (fs.info)", r"inputs_fingerprint"),

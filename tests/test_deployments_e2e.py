@@ -28,7 +28,7 @@ from helpers import wait_for_task_runs
 from prefect_hcs.formats.validate_zarr import validate_plate
 from prefect_hcs.runtime import io as hio
 from prefect_hcs.runtime.compile import compile_from_parameters
-from prefect_hcs.runtime.flow import fingerprint_rows, fingerprints_key
+from prefect_hcs.runtime.plan_artifacts import fingerprint_rows, fingerprints_key
 from prefect_hcs.testing.omero_standin import standin_host
 from prefect_hcs.testing.synthetic import make_plate
 

@@ -28,8 +28,8 @@ import pytest
 from prefect_hcs.formats.layout import well_id
 from prefect_hcs.runtime import artifacts, thumbnails
 from prefect_hcs.runtime import io as hio
-from prefect_hcs.runtime.monitoring import (
-    THUMBNAIL_BUDGET,
+from prefect_hcs.runtime.monitoring import THUMBNAIL_BUDGET
+from prefect_hcs.runtime.ui_events import (
     artifact_key,
     omero_link,
     redact_url,
@@ -229,7 +229,7 @@ def run96(pg_api: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
 @pytest.mark.server
 @pytest.mark.timeout(300)
 def test_every_task_run_of_96_wells_is_named_final_and_untagged(pg_api, run96) -> None:
-    from prefect_hcs.runtime.flow import _wells_label, steps_label
+    from prefect_hcs.runtime.scheduler import steps_label, wells_label
 
     assert run96["result"]["type"] == "COMPLETED", run96["result"]
     plan = run96["plan"]
@@ -238,7 +238,7 @@ def test_every_task_run_of_96_wells_is_named_final_and_untagged(pg_api, run96) -
         f"{t} · P96"
         for t in ("compile-plan", "prepare-outputs", "check-completed", "finalize-outputs")
     }
-    expected |= {f"{steps_label(plan.steps)} · {_wells_label(list(c))}" for c in plan.chunks}
+    expected |= {f"{steps_label(plan.steps)} · {wells_label(list(c))}" for c in plan.chunks}
     assert len(plan.wells) == 96 and len(plan.chunks) > 1
     runs = _poll(
         lambda: _task_runs(pg_api, fr),

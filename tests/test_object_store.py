@@ -167,7 +167,7 @@ def test_objects_on_s3_labels_tables_and_the_ui_summary_use_the_output_options(
     import pandas as pd
 
     from prefect_hcs.runtime.flow import process_plate
-    from prefect_hcs.runtime.monitoring import artifact_key
+    from prefect_hcs.runtime.ui_events import artifact_key
 
     out = f"s3://{RESULTS}/objects"
     state = process_plate(

@@ -21,7 +21,8 @@ from prefect_hcs.formats.validate_zarr import validate_plate
 from prefect_hcs.pipeline.compiler import CompileError, compile_plate
 from prefect_hcs.pipeline.model import load_pipeline
 from prefect_hcs.processing.stitching import compute_tile_positions, stitch_tiles
-from prefect_hcs.runtime.worker import finalize_outputs, prepare_outputs, run_well_step
+from prefect_hcs.runtime.plate_outputs import finalize_outputs, prepare_outputs
+from prefect_hcs.runtime.worker import run_well_chain
 from prefect_hcs.testing.synthetic import make_plate, phenix_field_order
 
 PX = 0.65
@@ -122,8 +123,8 @@ def _positioned_layout(
 def _run_without_prefect(plan) -> str:
     """The worker functions a flow calls, in its order (real files, real OME-Zarr)."""
     prepare_outputs(plan.output, plan.plate_id, plan.wells, overwrite=False)
-    for step_plan in plan.step_plans:
-        run_well_step(step_plan, plan.output)
+    for well in plan.wells:
+        run_well_chain(list(plan.plans_for(well)), plan.output)
     finalize_outputs(plan.output, list(plan.step_plans))
     return plan.output.zarr_url
 

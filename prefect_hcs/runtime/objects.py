@@ -19,6 +19,7 @@ import numpy as np
 
 from prefect_hcs.pipeline.apply import WellData
 from prefect_hcs.pipeline.plan import OutputPlan, StepPlan
+from prefect_hcs.runtime.stores import zarr_options
 
 __all__ = [
     "merge_plate_tables",
@@ -27,13 +28,6 @@ __all__ = [
     "write_well_labels",
     "write_well_tables",
 ]
-
-
-def _zarr_options(output: OutputPlan) -> dict[str, Any]:
-    """The output's fsspec options for the plate store, credentials block resolved."""
-    from prefect_hcs.runtime.stores import fsspec_options
-
-    return fsspec_options(output.zarr_url or "", output.storage_options)
 
 
 def _table_name(step: str, name: str) -> str:
@@ -54,7 +48,7 @@ def write_well_tables(
 
     for name in plan.special_outputs:
         url = table_url(output.zarr_url, _table_name(plan.step_name, name), plan.well)
-        write_table(url, tables.get(name, []), storage_options=_zarr_options(output))
+        write_table(url, tables.get(name, []), storage_options=zarr_options(output))
 
 
 def write_well_labels(
@@ -75,7 +69,7 @@ def write_well_labels(
     from prefect_hcs.formats.labels import write_labels
     from prefect_hcs.formats.omezarr import OmeZarrPlateWriter
 
-    writer = OmeZarrPlateWriter(output.zarr_url, _zarr_options(output))
+    writer = OmeZarrPlateWriter(output.zarr_url, zarr_options(output))
     t_n, _, z_n, s_n = data.array.shape[:4]
     written = []
     for name, rows in tables.items():
@@ -110,7 +104,7 @@ def merge_plate_tables(output: OutputPlan, step_plans: Iterable[StepPlan]) -> li
             wells.setdefault(_table_name(plan.step_name, name), []).append(plan.well)
     urls = []
     for table, names in wells.items():
-        merge_well_tables(output.zarr_url, table, list(dict.fromkeys(names)), _zarr_options(output))
+        merge_well_tables(output.zarr_url, table, list(dict.fromkeys(names)), zarr_options(output))
         urls.append(table_url(output.zarr_url, table))
     return urls
 

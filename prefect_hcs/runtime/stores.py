@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from prefect_hcs.pipeline.plan import OutputPlan
 from prefect_hcs.storage import object_store
 
 #: The storage-option key that names a credentials block (never a secret itself).
@@ -49,3 +50,8 @@ def check_location(url: str, options: Mapping[str, Any] | None, role: str) -> No
     if object_store.is_object_store(url):
         block = (options or {}).get(CREDENTIALS_KEY)
         object_store.check_store(url, fsspec_options(url, options), role, block)
+
+
+def zarr_options(output: OutputPlan) -> dict[str, Any]:
+    """fsspec options for the output OME-Zarr plate (credentials resolved in this process)."""
+    return fsspec_options(output.zarr_url or "", output.storage_options)

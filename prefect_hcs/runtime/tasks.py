@@ -1,0 +1,169 @@
+"""The Prefect tasks of a plate run: compile, prepare, run a chunk's steps, check, finalize.
+
+Each task only executes what its frozen plan says (the work itself is in `worker`,
+`plate_outputs` and `resume`, which import no Prefect). Transient errors (timeouts, dropped
+connections, anything marked ``transient = True``) fail the task so that Prefect retries it;
+any other error of a well fails only that well.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, TypeVar, cast
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run as prefect_task_run
+from prefect.utilities.annotations import quote
+
+from prefect_hcs.errors import UserFacingError
+from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan
+from prefect_hcs.runtime import clusters, run_guard
+from prefect_hcs.runtime.compile import compile_from_parameters
+from prefect_hcs.runtime.plate_outputs import finalize_outputs, prepare_outputs
+from prefect_hcs.runtime.results import ChunkOutcome, WellStepRun
+from prefect_hcs.runtime.resume import completed_wells
+from prefect_hcs.runtime.worker import StepFailedError, run_well_chain
+
+_TRANSIENT = (TimeoutError, ConnectionError)
+
+
+T = TypeVar("T")
+
+
+def quoted(value: T) -> T:
+    """``quote(value)``, typed as what the task receives.
+
+    Prefect unwraps a quote before calling the task (which then gets ``value`` without Prefect
+    walking its fields); its type stubs only know the wrapper, ``quote[T]``.
+    """
+    return cast(T, quote(value))
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    """Worth retrying: I/O timeouts, dropped connections, anything marked `transient = True`."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, _TRANSIENT) or getattr(exc, "transient", False):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def retry_transient_only(task_obj: Any, task_run: Any, state: Any) -> bool:
+    """Prefect `retry_condition_fn`: retry a task run only when what it raised is transient."""
+    try:
+        state.result(raise_on_failure=True)
+    except BaseException as exc:  # noqa: BLE001 - classify whatever the task raised
+        return is_transient(exc)
+    return False
+
+
+@task(name="compile-plan", cache_policy=NO_CACHE)
+def compile_plan_task(
+    plate: str,
+    pipeline: Any,
+    global_config: str | None,
+    pipeline_config: str | None,
+    storage_options: dict[str, Any] | None,
+    output_storage_options: dict[str, Any] | None = None,
+) -> PlatePlan:
+    """Discover the plate and compile every (well, step) plan; fails before any pixel is read."""
+    return compile_from_parameters(
+        plate, pipeline, global_config, pipeline_config, storage_options, output_storage_options
+    )
+
+
+@task(name="prepare-outputs", cache_policy=NO_CACHE)
+def prepare_outputs_task(
+    output: OutputPlan, plate_id: str, wells: tuple[str, ...], overwrite: bool
+) -> None:
+    """Write the OME-Zarr plate and well metadata once, before the per-well fan-out."""
+    run_guard.assert_lease_held(output)
+    prepare_outputs(output, plate_id, wells, overwrite)
+
+
+@task(name="run-steps", cache_policy=NO_CACHE)
+def run_chunk_task(
+    plans: list[StepPlan], output: OutputPlan, storage_options: dict[str, Any]
+) -> ChunkOutcome:
+    """Execute every step of a chunk of wells: each well's steps in order, pixels kept in memory.
+
+    One task run per chunk instead of one per chunk and step: each task run costs Prefect state
+    round-trips, and steps of one well then hand their arrays over without serialising them.
+    Failures and retries: a deterministic failure fails only its
+    well (at the step that failed), a transient one fails the task so Prefect retries it; wells
+    finished in this process are not recomputed on the retry.
+    """
+    logger = get_run_logger()
+    results: list[WellStepRun] = []
+    failures: dict[str, str] = {}
+    failed_steps: dict[str, str] = {}
+    per_step: dict[str, float] = {}
+    start = time.perf_counter()
+    by_well: dict[str, list[StepPlan]] = {}
+    for p in sorted(plans, key=lambda p: p.step_index):
+        by_well.setdefault(p.well, []).append(p)
+    where = clusters.where()
+    attempt = str(prefect_task_run.id or "")  # the same across retries of this task run
+    for well, chain in by_well.items():
+        try:
+            done = run_well_chain(
+                chain,
+                output,
+                storage_options,
+                lambda: run_guard.assert_lease_held(output),
+                attempt_key=attempt,
+                where=where,
+            )
+        except StepFailedError as failed:
+            if is_transient(failed.error):
+                failed.error.hcs_step = failed.step  # type: ignore[attr-defined]
+                raise failed.error  # noqa: B904 - the original error, for Prefect's retry
+            failures[well] = reason(failed.error)
+            failed_steps[well] = failed.step
+            logger.error(  # a traceback for bugs; an input problem is its message
+                "well %s, step %s failed: %s",
+                well,
+                failed.step,
+                failed.error,
+                exc_info=failed.error if not isinstance(failed.error, UserFacingError) else None,
+            )
+            continue
+        for r in done:
+            per_step[r.step] = per_step.get(r.step, 0.0) + r.seconds
+        results.extend(done)
+    logger.info(
+        "%d well(s) in %.2f s (pid %d): %s%s",
+        len(by_well) - len(failures),
+        time.perf_counter() - start,
+        os.getpid(),
+        ", ".join(f"{s} {t:.2f} s" for s, t in per_step.items()),
+        f"; {len(failures)} failed" if failures else "",
+    )
+    return ChunkOutcome(results=tuple(results), failures=failures, failed_steps=failed_steps)
+
+
+def reason(exc: BaseException) -> str:
+    """`Type: message` of an error, as failures are listed per well."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+@task(name="check-completed", cache_policy=NO_CACHE)
+def check_completed_task(plan: PlatePlan, storage_options: dict[str, Any]) -> list[str]:
+    """Wells whose outputs are complete and valid for this very plan and these input files."""
+    return sorted(completed_wells(plan, storage_options))
+
+
+@task(name="finalize-outputs", cache_policy=NO_CACHE)
+def finalize_outputs_task(
+    output: OutputPlan,
+    plans: list[StepPlan],
+    storage_options: dict[str, Any],
+    summary: dict[str, Any],
+) -> dict[str, str]:
+    """Merge per-well tables into plate tables and mark the output plate complete."""
+    run_guard.assert_lease_held(output)
+    return finalize_outputs(output, plans, storage_options, summary)
