@@ -84,7 +84,7 @@ def bench_dask(quick: bool, run_child, make_env) -> dict:
     """Time the same plate on 1 and on 2 Dask worker processes; returns the figures."""
     import tempfile
 
-    from prefect_hcs.formats.layout import well_id
+    from prefect_hcs.formats.wells import well_id
     from prefect_hcs.runtime.server import start_server
     from prefect_hcs.testing.synthetic import make_plate
 

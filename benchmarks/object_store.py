@@ -52,7 +52,7 @@ def bench_object_store(quick: bool, child: Any) -> dict[str, Any]:
     from prefect_aws.client_parameters import AwsClientParameters
     from s3_server import User, start_s3_server
 
-    from prefect_hcs.formats.layout import well_id
+    from prefect_hcs.formats.wells import well_id
     from prefect_hcs.runtime.server import start_server
     from prefect_hcs.testing.synthetic import make_plate
 

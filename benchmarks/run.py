@@ -145,7 +145,7 @@ def _child(args: list[str], env: dict, server_pid: int | None = None) -> dict:
 # ----------------------------------------------------------------------------- benchmarks
 def _make_plate(tmp: Path, n_wells: int, size: int, name: str = "BenchPlate") -> Path:
     """A synthetic ImageXpress plate: `n_wells` × 4 sites × 2 ch × 3 z at `size`²."""
-    from prefect_hcs.formats.layout import well_id
+    from prefect_hcs.formats.wells import well_id
     from prefect_hcs.testing.synthetic import make_plate
 
     cols = 24 if n_wells > 96 else (12 if n_wells > 24 else 6)

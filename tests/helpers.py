@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from prefect_hcs.formats.layout import ImageRef, PlateLayout, well_id
+from prefect_hcs.formats.layout import ImageRef, PlateLayout
+from prefect_hcs.formats.wells import well_id
 
 
 def make_layout(

@@ -25,7 +25,7 @@ import httpx
 import numpy as np
 import pytest
 
-from prefect_hcs.formats.layout import well_id
+from prefect_hcs.formats.wells import well_id
 from prefect_hcs.runtime import artifacts, thumbnails
 from prefect_hcs.runtime import io as hio
 from prefect_hcs.runtime.monitoring import THUMBNAIL_BUDGET

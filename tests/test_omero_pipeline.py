@@ -27,7 +27,7 @@ import pytest
 
 from prefect_hcs.errors import UserFacingError
 from prefect_hcs.formats.detect import open_plate
-from prefect_hcs.formats.layout import well_id
+from prefect_hcs.formats.wells import well_id
 from prefect_hcs.pipeline.compiler import CompileError
 from prefect_hcs.runtime import io as hio
 from prefect_hcs.runtime.compile import compile_from_parameters

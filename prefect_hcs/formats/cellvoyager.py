@@ -34,11 +34,12 @@ from prefect_hcs.formats.completeness import find_padded, plane_completeness, pl
 from prefect_hcs.formats.fsio import display, list_names, listed, resolve
 from prefect_hcs.formats.handlers import Evidence, register
 from prefect_hcs.formats.harmony_sites import remap_fields
-from prefect_hcs.formats.layout import ChannelInfo, ImageRef, PlateError, PlateLayout, split_well
-from prefect_hcs.formats.layout import well_id as make_well_id
+from prefect_hcs.formats.layout import ChannelInfo, ImageRef, PlateError, PlateLayout
 from prefect_hcs.formats.paths import ensure_inside, existing_files, join_inside
 from prefect_hcs.formats.plate_bounds import check_in_plate
 from prefect_hcs.formats.tiff import read_tiff_header
+from prefect_hcs.formats.wells import split_well
+from prefect_hcs.formats.wells import well_id as make_well_id
 
 __all__ = [
     "FILENAME_RE",

@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from fsspec.spec import AbstractFileSystem
 
-from prefect_hcs.formats.layout import ImageRef, PlaneKey, PlateError, split_well
+from prefect_hcs.formats.layout import ImageRef, PlaneKey, PlateError
+from prefect_hcs.formats.wells import split_well
 
 __all__ = ["find_padded", "plane_completeness", "plate_sort_key"]
 

@@ -46,11 +46,12 @@ from prefect_hcs.formats.imagexpress_scan import (
     parse_filename,
     scan_plate,
 )
-from prefect_hcs.formats.layout import ChannelInfo, ImageRef, PlateError, PlateLayout, split_well
+from prefect_hcs.formats.layout import ChannelInfo, ImageRef, PlateError, PlateLayout
 from prefect_hcs.formats.metaseries import PlaneMeta, read_plane_meta
 from prefect_hcs.formats.paths import ensure_inside
 from prefect_hcs.formats.plate_bounds import check_in_plate
 from prefect_hcs.formats.tiff import check_decodable
+from prefect_hcs.formats.wells import split_well
 
 __all__ = ["ImageXpressHandler", "find_htd", "open_imagexpress", "parse_filename"]
 

@@ -13,7 +13,8 @@ from typing import Any
 from fsspec.spec import AbstractFileSystem
 
 from prefect_hcs.formats.fsio import display, list_names, listed
-from prefect_hcs.formats.layout import PlateError, split_well, well_id
+from prefect_hcs.formats.layout import PlateError
+from prefect_hcs.formats.wells import split_well, well_id
 
 _HTD_LINE = re.compile(r'^"(?P<key>[^"]+)"\s*(?:,(?P<rest>.*))?$')
 

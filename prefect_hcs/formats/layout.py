@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_hcs.errors import UserFacingError
-from prefect_hcs.formats.wells import WellId, row_name, split_well, well_id
+from prefect_hcs.formats.wells import WellId, row_name
 
 __all__ = [
     "ChannelInfo",
@@ -23,10 +23,6 @@ __all__ = [
     "PlateFormat",
     "PlateLayout",
     "PlaneKey",
-    # well names live in `formats.wells`; re-exported for the modules that import them from here
-    "row_name",
-    "split_well",
-    "well_id",
 ]
 
 PlateFormat = Literal["imagexpress", "phenix", "cellvoyager", "omero"]

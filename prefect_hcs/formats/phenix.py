@@ -28,10 +28,11 @@ from prefect_hcs.formats.fsio import display, list_names, listed, resolve
 from prefect_hcs.formats.handlers import Evidence, register
 from prefect_hcs.formats.harmony_index import HarmonyIndex, parse_harmony_index
 from prefect_hcs.formats.harmony_sites import STAGE_Y_UP, raster_sites, remap_fields
-from prefect_hcs.formats.layout import ImageRef, PlateError, PlateLayout, split_well, well_id
+from prefect_hcs.formats.layout import ImageRef, PlateError, PlateLayout
 from prefect_hcs.formats.paths import ensure_inside, existing_files, join_inside
 from prefect_hcs.formats.plate_bounds import check_in_plate
 from prefect_hcs.formats.tiff import read_tiff_header
+from prefect_hcs.formats.wells import split_well, well_id
 
 __all__ = [
     "FILENAME_RE",

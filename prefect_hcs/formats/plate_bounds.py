@@ -7,7 +7,8 @@ span (26 x 99). Each is a compile-time PlateError naming the metadata file and t
 
 from __future__ import annotations
 
-from prefect_hcs.formats.layout import PlateError, well_id
+from prefect_hcs.formats.layout import PlateError
+from prefect_hcs.formats.wells import well_id
 
 # The largest standard plate (1536 wells): the bound when the metadata declares no geometry.
 MAX_ROWS, MAX_COLUMNS = 32, 48

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import numpy as np
 from fsspec.spec import AbstractFileSystem
 
-from prefect_hcs.formats.layout import well_id
+from prefect_hcs.formats.wells import well_id
 from prefect_hcs.storage.omero_files import OmeroFile, dir_entry, encode_tiff, file_entry, tiff_size
 from prefect_hcs.storage.omero_gateway import (
     AnnotationTarget,

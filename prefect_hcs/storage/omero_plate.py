@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from prefect_hcs.formats.layout import ImageRef, PlateError, PlateLayout, well_id
+from prefect_hcs.formats.layout import ImageRef, PlateError, PlateLayout
+from prefect_hcs.formats.wells import well_id
 from prefect_hcs.storage.omero_errors import OmeroNotFound, OmeroPermissionDenied
 from prefect_hcs.storage.omero_fs import OmeroFileSystem
 from prefect_hcs.storage.omero_paths import PLATE_NS, PROTOCOL, parse, plane_path, plate_path

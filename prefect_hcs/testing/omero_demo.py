@@ -116,7 +116,7 @@ def describe_omero_outputs(plate_url: str, storage_options: dict[str, Any]) -> l
     Listed live through the ``omero`` filesystem (what a user would see in OMERO.web), so the
     demo shows where results went rather than where they were meant to go.
     """
-    from prefect_hcs.formats.layout import well_id
+    from prefect_hcs.formats.wells import well_id
     from prefect_hcs.storage.omero_fs import OmeroFileSystem
     from prefect_hcs.storage.omero_paths import OUTPUTS, parse, plate_path, site_path, well_path
 

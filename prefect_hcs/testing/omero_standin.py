@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import SecretStr
 
-from prefect_hcs.formats.layout import ImageRef, PlateLayout, split_well
+from prefect_hcs.formats.layout import ImageRef, PlateLayout
+from prefect_hcs.formats.wells import split_well
 from prefect_hcs.storage.omero_paths import PLATE_NS
 from prefect_hcs.testing.standin_adapter import StandinAdapter
 from prefect_hcs.testing.standin_db import (

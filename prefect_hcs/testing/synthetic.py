@@ -33,7 +33,7 @@ import tifffile
 from scipy import ndimage
 
 from prefect_hcs.formats.fsio import resolve
-from prefect_hcs.formats.layout import split_well
+from prefect_hcs.formats.wells import split_well
 
 JITTER_PX = 3
 IX_CHANNELS = ("DAPI", "FITC", "TexasRed", "Cy5", "Cy3", "CFP")

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from xml.sax.saxutils import escape, quoteattr
 
 from prefect_hcs.formats.fsio import resolve
-from prefect_hcs.formats.layout import split_well
+from prefect_hcs.formats.wells import split_well
 from prefect_hcs.testing.synthetic import _plate_dims
 from prefect_hcs.testing.synthetic_tiles import Tile, TileSpec, centre_offset_um, write_well_tiles
 

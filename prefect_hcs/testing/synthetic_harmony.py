@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from prefect_hcs.formats.fsio import resolve
-from prefect_hcs.formats.layout import split_well
+from prefect_hcs.formats.wells import split_well
 from prefect_hcs.testing.synthetic import _plate_dims, phenix_field_order
 from prefect_hcs.testing.synthetic_tiles import Tile, TileSpec, centre_offset_um, write_well_tiles
 

@@ -37,7 +37,7 @@ import tifffile
 from scipy import ndimage
 
 from prefect_hcs.formats.fsio import resolve
-from prefect_hcs.formats.layout import split_well
+from prefect_hcs.formats.wells import split_well
 from prefect_hcs.testing.synthetic import (
     JITTER_PX,
     _guid,

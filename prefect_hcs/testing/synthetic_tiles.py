@@ -17,7 +17,7 @@ import tifffile
 from fsspec.spec import AbstractFileSystem
 from scipy import ndimage
 
-from prefect_hcs.formats.layout import split_well
+from prefect_hcs.formats.wells import split_well
 from prefect_hcs.testing import synthetic as scene
 
 
