@@ -34,11 +34,10 @@ from prefect_hcs.formats.completeness import find_padded, plane_completeness, pl
 from prefect_hcs.formats.fsio import display, list_names, listed, resolve
 from prefect_hcs.formats.handlers import Evidence, register
 from prefect_hcs.formats.harmony_sites import remap_fields
-from prefect_hcs.formats.layout import ChannelInfo, ImageRef, PlateError, PlateLayout
+from prefect_hcs.formats.layout import ChannelInfo, ImageRef, PlateError, PlateLayout, image_axes
 from prefect_hcs.formats.paths import ensure_inside, existing_files, join_inside
 from prefect_hcs.formats.plate_bounds import check_in_plate
 from prefect_hcs.formats.tiff import read_tiff_header
-from prefect_hcs.formats.wells import split_well
 from prefect_hcs.formats.wells import well_id as make_well_id
 
 __all__ = [
@@ -209,18 +208,15 @@ def _layout(
     images = sorted((r for r in refs if r.projection is None), key=plate_sort_key)
     projections = sorted((r for r in refs if r.projection), key=plate_sort_key)
     absent = plane_completeness(where, images, hint=f" (from {MLF_NAME})")
-    channels = tuple(sorted({r.channel for r in images}))
+    axes = image_axes(images)
+    channels = axes["channels"]
     info = {c: i for c, i in _channel_info(detail, records).items() if c in channels}
     z_step = z_spacing_um(images, warnings, where)
     return PlateLayout(
         plate_id=[p for p in root.split("/") if p][-1] if root.strip("/") else "plate",
         format="cellvoyager",
         url=url,
-        wells=tuple(sorted({r.well for r in images}, key=split_well)),
-        sites=tuple(sorted({r.site for r in images})),
-        channels=channels,
-        z_planes=tuple(sorted({r.z for r in images})),
-        timepoints=tuple(sorted({r.timepoint for r in images})),
+        **axes,
         grid=grid,
         tile_overlap=overlap,
         pixel_size_um=pixel_um,

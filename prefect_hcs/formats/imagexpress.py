@@ -46,7 +46,7 @@ from prefect_hcs.formats.imagexpress_scan import (
     parse_filename,
     scan_plate,
 )
-from prefect_hcs.formats.layout import ChannelInfo, ImageRef, PlateError, PlateLayout
+from prefect_hcs.formats.layout import ChannelInfo, ImageRef, PlateError, PlateLayout, image_axes
 from prefect_hcs.formats.metaseries import PlaneMeta, read_plane_meta
 from prefect_hcs.formats.paths import ensure_inside
 from prefect_hcs.formats.plate_bounds import check_in_plate
@@ -350,9 +350,8 @@ def _build_layout(
     notes: list[str],
     absent: tuple,
 ) -> PlateLayout:
-    wells = tuple(sorted({r.well for r in images}, key=split_well))
-    sites = tuple(sorted({r.site for r in images}))
-    channels = tuple(sorted({r.channel for r in images}))
+    axes = image_axes(images)
+    wells, sites = axes["wells"], axes["sites"]
     first = headers(images[0].path)
     fields = _fields_meta(images, headers)
     z_um = _z_positions(images, headers)
@@ -382,11 +381,7 @@ def _build_layout(
         plate_id=root.rstrip("/").rsplit("/", 1)[-1] or "plate",
         format="imagexpress",
         url=url,
-        wells=wells,
-        sites=sites,
-        channels=channels,
-        z_planes=tuple(sorted({r.z for r in images})),
-        timepoints=tuple(sorted({r.timepoint for r in images})),
+        **axes,
         grid=grid,
         tile_overlap=overlap,
         pixel_size_um=first.pixel_size_um,

@@ -8,13 +8,14 @@ of the acquisition grid (site 1 is the top-left tile), whatever order the micros
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_hcs.errors import UserFacingError
-from prefect_hcs.formats.wells import WellId, row_name
+from prefect_hcs.formats.wells import WellId, row_name, split_well
 
 __all__ = [
     "ChannelInfo",
@@ -23,6 +24,8 @@ __all__ = [
     "PlateFormat",
     "PlateLayout",
     "PlaneKey",
+    "ImageAxes",
+    "image_axes",
 ]
 
 PlateFormat = Literal["imagexpress", "phenix", "cellvoyager", "omero"]
@@ -143,3 +146,26 @@ class PlateLayout(BaseModel):
         """Row names that hold at least one well, in order."""
         seen = sorted({WellId.parse(w).row_index for w in self.wells})
         return tuple(row_name(r) for r in seen)
+
+
+class ImageAxes(TypedDict):
+    """The five axes of a `PlateLayout`, as `image_axes` derives them from its planes."""
+
+    wells: tuple[str, ...]
+    sites: tuple[int, ...]
+    channels: tuple[int, ...]
+    z_planes: tuple[int, ...]
+    timepoints: tuple[int, ...]
+
+
+def image_axes(images: Iterable[ImageRef]) -> ImageAxes:
+    """The wells (by row, then column), sites, channels, z-planes and timepoints the planes hold,
+    sorted: what a handler passes to `PlateLayout` as ``**image_axes(images)``."""
+    refs = list(images)
+    return ImageAxes(
+        wells=tuple(sorted({r.well for r in refs}, key=split_well)),
+        sites=tuple(sorted({r.site for r in refs})),
+        channels=tuple(sorted({r.channel for r in refs})),
+        z_planes=tuple(sorted({r.z for r in refs})),
+        timepoints=tuple(sorted({r.timepoint for r in refs})),
+    )

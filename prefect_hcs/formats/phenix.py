@@ -28,11 +28,11 @@ from prefect_hcs.formats.fsio import display, list_names, listed, resolve
 from prefect_hcs.formats.handlers import Evidence, register
 from prefect_hcs.formats.harmony_index import HarmonyIndex, parse_harmony_index
 from prefect_hcs.formats.harmony_sites import STAGE_Y_UP, raster_sites, remap_fields
-from prefect_hcs.formats.layout import ImageRef, PlateError, PlateLayout
+from prefect_hcs.formats.layout import ImageRef, PlateError, PlateLayout, image_axes
 from prefect_hcs.formats.paths import ensure_inside, existing_files, join_inside
 from prefect_hcs.formats.plate_bounds import check_in_plate
 from prefect_hcs.formats.tiff import read_tiff_header
-from prefect_hcs.formats.wells import split_well, well_id
+from prefect_hcs.formats.wells import well_id
 
 __all__ = [
     "FILENAME_RE",
@@ -202,17 +202,14 @@ def open_phenix(
     absent = plane_completeness(where, images, hint=f" (from {index_name})")
     images.sort(key=plate_sort_key)
     z_step = z_spacing_um(images, warnings, index_name)
-    channels = tuple(sorted({r.channel for r in images}))
+    axes = image_axes(images)
+    channels = axes["channels"]
     info = {c: i for c, i in sorted(index.channels.items()) if c in channels}
     return PlateLayout(
         plate_id=_plate_id(root),
         format="phenix",
         url=url,
-        wells=tuple(sorted({r.well for r in images}, key=split_well)),
-        sites=tuple(sorted({r.site for r in images})),
-        channels=channels,
-        z_planes=tuple(sorted({r.z for r in images})),
-        timepoints=tuple(sorted({r.timepoint for r in images})),
+        **axes,
         grid=grid,
         tile_overlap=overlap,
         pixel_size_um=pixel_um,
