@@ -216,34 +216,9 @@ class FunctionRegistry:
 _DEFAULT = FunctionRegistry()
 
 
-def register(
-    name: str | None = None,
-    *,
-    variable_components: tuple[str, ...] = ("site",),
-    metadata_inputs: tuple[str, ...] = (),
-    special_outputs: tuple[str, ...] = (),
-    description: str | None = None,
-    validator: Callable[[dict[str, Any]], None] | None = None,
-    reduces: tuple[str, ...] = (),
-    source: str = "",
-    param_docs: Mapping[str, str] | None = None,
-    input_dtypes: tuple[str, ...] = (),
-    version: str = "",
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a processing function in the default registry (decorator; returns ``func``)."""
-    return _DEFAULT.register(
-        name,
-        variable_components=variable_components,
-        metadata_inputs=metadata_inputs,
-        special_outputs=special_outputs,
-        description=description,
-        validator=validator,
-        reduces=reduces,
-        source=source,
-        param_docs=param_docs,
-        input_dtypes=input_dtypes,
-        version=version,
-    )
+#: Register a processing function in the default registry (decorator; returns ``func``): the
+#: default registry's `FunctionRegistry.register`, so it takes the same parameters.
+register = _DEFAULT.register
 
 
 def get_function(name: str) -> FunctionSpec:
