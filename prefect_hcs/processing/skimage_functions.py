@@ -21,6 +21,9 @@ kwargs a YAML file can hold; the rules (each exclusion keeps its reason, see `EX
 
 The wrapper applies the function to every 2-D plane of the stack (each leading axis keeps its
 length) and checks that each plane's result is one 2-D array of the same shape for all planes.
+
+The rules' data (modules, denied functions, hand-typed parameters, input dtypes) is
+`skimage_rules`; ``MODULES`` is re-exported here.
 """
 
 from __future__ import annotations
@@ -30,141 +33,17 @@ import inspect
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from docstring_parser import DocstringParam, DocstringStyle, parse
 
+from . import skimage_rules as rules
 from .doctypes import ARRAY, CALLABLE, annotation_from_doc, doc_kinds
 from .registry import RegistryError, register
+from .skimage_rules import MODULES
 
 __all__ = ["EXCLUDED", "MODULES", "REGISTERED", "WrappedFunction", "discover", "param_docs_of"]
-
-#: The scikit-image modules whose functions are registered.
-MODULES: tuple[str, ...] = (
-    "filters",
-    "filters.rank",
-    "morphology",
-    "util",
-    "measure",
-    "exposure",
-    "restoration",
-    "segmentation",
-    "feature",
-    "transform",
-)
-
-#: Functions that pass the static rules but are not image→image per plane, with the reason.
-_DENY: dict[str, str] = {
-    "filters.filter_forward": "a frequency-domain filter helper taking impulse-response callables",
-    "filters.filter_inverse": "a frequency-domain filter helper taking impulse-response callables",
-    "filters.wiener": "needs an impulse-response callable",
-    "filters.rank_order": "returns a tuple (ranks, original values)",
-    "filters.try_all_threshold": "draws a matplotlib figure",
-    "filters.rank.windowed_histogram": "returns a 3-D histogram per pixel",
-    "morphology.max_tree": "returns a tuple (parent, traverser)",
-    "feature.graycomatrix": "returns a 4-D co-occurrence matrix",
-    "feature.corner_foerstner": "returns a tuple (error ellipse sizes, roundness)",
-    "filters.gabor": "returns a tuple (real, imaginary)",
-    "feature.draw_multiblock_lbp": "returns an RGB image",
-    "restoration.denoise_wavelet": "needs PyWavelets, which is not a dependency",
-    "util.apply_parallel": "takes a function",
-    "segmentation.morphological_chan_vese": (
-        "not reproducible: the result depends on earlier calls (module-level state in "
-        "scikit-image's morphsnakes curvature operator), so a retried well would differ"
-    ),
-    "segmentation.morphological_geodesic_active_contour": (
-        "not reproducible: the result depends on earlier calls (module-level state in "
-        "scikit-image's morphsnakes curvature operator), so a retried well would differ"
-    ),
-    "util.dtype_limits": "returns a tuple (min, max)",
-    "util.slice_along_axes": "slices an n-D array; use crop for planes",
-    "util.montage": "takes a stack of images",
-    "util.view_as_blocks": "returns a view of blocks (4-D)",
-    "util.view_as_windows": "returns a view of windows (4-D)",
-    "util.regular_grid": "returns slices",
-    "util.regular_seeds": "takes a shape",
-    "util.unique_rows": "for 2-D tables of rows, not images",
-    "util.label_points": "takes coordinates",
-    "util.lookfor": "searches documentation",
-    "segmentation.quickshift": "needs a multichannel (RGB) image",
-    "feature.hog": "returns a feature vector, not an image",
-    "feature.daisy": "returns a descriptor array, not an image",
-    "feature.multiscale_basic_features": "returns a (Y, X, features) array",
-    "feature.hessian_matrix": "returns a list of arrays",
-    "feature.structure_tensor": "returns a list of arrays",
-    "feature.corner_peaks": "returns coordinates",
-    "feature.peak_local_max": "returns coordinates",
-    "feature.blob_dog": "returns coordinates",
-    "feature.blob_doh": "returns coordinates",
-    "feature.blob_log": "returns coordinates",
-    "transform.hough_circle": "returns a 3-D accumulator",
-    "transform.hough_ellipse": "returns a record array of ellipses",
-    "transform.hough_line": "returns a tuple (accumulator, angles, distances)",
-    "transform.probabilistic_hough_line": "returns a list of line segments",
-    "transform.pyramid_gaussian": "returns a generator",
-    "transform.pyramid_laplacian": "returns a generator",
-    "transform.radon": "returns a sinogram (angles × positions), not an image of the plane",
-    "transform.iradon": "expects a sinogram",
-    "transform.iradon_sart": "expects a sinogram",
-    "transform.frt2": "needs a square prime-sized image",
-    "transform.ifrt2": "expects a finite Radon transform",
-    "segmentation.mark_boundaries": "returns an RGB image",
-    "segmentation.relabel_sequential": "returns a tuple (labels, forward map, inverse map)",
-    "segmentation.active_contour": "returns snake coordinates",
-    "exposure.histogram": "returns a tuple (counts, bins)",
-    "exposure.cumulative_distribution": "returns a tuple (cdf, bins)",
-    "exposure.is_low_contrast": "returns a bool",
-    "restoration.estimate_sigma": "returns a number",
-    "restoration.unsupervised_wiener": "needs a point-spread function array",
-}
-
-#: Threshold functions returning a number (or a per-pixel threshold): registered as masks.
-_THRESHOLD = re.compile(r"^filters\.threshold_(?!multiotsu)")
-_IMAGE_TYPE = re.compile(r"\b(nd)?array|\bimage\b")
-_IMAGE_NAMES = {"image", "img", "ar", "data", "gimage", "labels", "label_image", "label_img"}
-_HIDDEN = {"channel_axis", "multichannel", "out", "output", "mask", "spacing"}
-_INT_DTYPES = ("uint8", "uint16")
-#: Input dtypes of functions documented to take a binary mask or a label image.
-MASK_OR_LABEL_DTYPES = ("bool", "uint8", "uint16", "int32", "uint32")
-_MASK_OR_LABEL_DOC = re.compile(r"\bbool|\blabel|\bbinary|\bof (dtype )?int|\bint(eger)? or bool")
-#: Small-kernel parameters a pipeline file gives as nested lists of numbers.
-_KERNELS = {"psf", "kernel", "template"}
-#: Parameters whose docstring type cannot be read ("`image` type"), typed here.
-_TYPE_OVERRIDES: dict[str, dict[str, Any]] = {
-    "morphology.flood_fill": {"new_value": float},
-    "segmentation.flood_fill": {"new_value": float},
-    # documented as "see `numpy.pad`": the image is padded with numpy.pad before matching
-    "feature.match_template": {
-        "mode": Literal[
-            "constant",
-            "edge",
-            "linear_ramp",
-            "maximum",
-            "mean",
-            "median",
-            "minimum",
-            "reflect",
-            "symmetric",
-            "wrap",
-            "empty",
-        ],
-        "constant_values": float,
-    },
-}
-#: Modules of which only some functions are image→image (the rest return numbers or tables).
-_ONLY: dict[str, set[str]] = {"measure": {"label", "block_reduce"}}
-#: Functions that need integer labels (not a bool mask).
-_LABEL_INPUT = {"morphology.remove_objects_by_distance"}
-#: Functions taking a mask whose docstring types the image only as "array".
-_MASK_INPUT = {"morphology.convex_hull_image", "morphology.convex_hull_object", "morphology.thin"}
-#: Input dtypes narrowed by what scikit-image does with them: threshold_minimum histograms an
-#: integer image per integer value, which on 16-bit data never has two smoothed maxima.
-_DTYPE_OVERRIDES: dict[str, tuple[str, ...]] = {
-    "filters.threshold_minimum": ("uint8", "float32", "float64"),
-}
-#: Defaults that differ from scikit-image's because planes are grayscale.
-_DEFAULTS: dict[str, dict[str, Any]] = {"segmentation.quickshift": {"convert2lab": False}}
 
 
 @dataclass(frozen=True)
@@ -218,10 +97,10 @@ def param_docs_of(doc: str) -> dict[str, DocstringParam]:
 def _check_image_param(first: inspect.Parameter, docs: Mapping[str, Any]) -> str | None:
     if first.kind is inspect.Parameter.VAR_POSITIONAL:
         return "takes no image"
-    if first.name not in _IMAGE_NAMES:
+    if first.name not in rules.IMAGE_NAMES:
         return f"the first parameter {first.name!r} is not an image"
     doc = docs.get(first.name)
-    if not doc or not _IMAGE_TYPE.search((doc.type_name or "").lower()):
+    if not doc or not rules.IMAGE_TYPE.search((doc.type_name or "").lower()):
         return f"the first parameter {first.name!r} is not an image"
     return None
 
@@ -246,9 +125,9 @@ def _user_parameters(
             ann: Any = overrides[p.name]
         elif p.name == "footprint":
             ann = int | list | None if not required else int | list
-        elif p.name in _KERNELS:
+        elif p.name in rules.KERNELS:
             ann = list if required else list | None
-        elif p.name in _HIDDEN or p.name.startswith("return_") or p.name == "visualize":
+        elif p.name in rules.HIDDEN or p.name.startswith("return_") or p.name == "visualize":
             if required:
                 return f"required parameter {p.name!r} cannot come from a pipeline file"
             continue
@@ -280,7 +159,7 @@ def _convert_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
             value = disk(int(value))
         elif key == "footprint" and isinstance(value, (list, tuple)):
             value = np.asarray(value, dtype=bool)
-        elif key in _KERNELS and isinstance(value, (list, tuple)):
+        elif key in rules.KERNELS and isinstance(value, (list, tuple)):
             value = np.asarray(value, dtype=np.float64)
         elif isinstance(value, list):
             value = tuple(value)
@@ -332,11 +211,11 @@ def _make_wrapper(call: _Call) -> Callable[..., np.ndarray]:
 def _register_one(module: str, fname: str, func: Callable[..., Any]) -> str | None:
     """Register one scikit-image function; return why it was excluded, or None."""
     key = f"{module}.{fname}"
-    if key in _DENY:
-        return _DENY[key]
-    if module in _ONLY and fname not in _ONLY[module]:
+    if key in rules.DENY:
+        return rules.DENY[key]
+    if module in rules.ONLY and fname not in rules.ONLY[module]:
         return (
-            f"only {', '.join(sorted(_ONLY[module]))} of skimage.{module} map an image to an "
+            f"only {', '.join(sorted(rules.ONLY[module]))} of skimage.{module} map an image to an "
             "image; object measurements are the measure_objects function"
         )
     doc = inspect.getdoc(func) or ""
@@ -352,14 +231,14 @@ def _register_one(module: str, fname: str, func: Callable[..., Any]) -> str | No
         return "takes no image"
     if why := _check_image_param(first, docs):
         return why
-    exposed = _user_parameters(sig, docs, _TYPE_OVERRIDES.get(key, {}))
+    exposed = _user_parameters(sig, docs, rules.TYPE_OVERRIDES.get(key, {}))
     if isinstance(exposed, str):
         return exposed
     params, param_docs = exposed
-    mode = "threshold" if _THRESHOLD.match(key) else "image"
+    mode = "threshold" if rules.THRESHOLD.match(key) else "image"
     mode = "classes" if key == "filters.threshold_multiotsu" else mode
-    dtypes = _input_dtypes(module, key, docs[first.name].type_name or "")
-    defaults = _DEFAULTS.get(key, {})
+    dtypes = rules.input_dtypes(module, key, docs[first.name].type_name or "")
+    defaults = rules.DEFAULTS.get(key, {})
     params = [p.replace(default=defaults[p.name]) if p.name in defaults else p for p in params]
     fixed = {"channel_axis": None} if "channel_axis" in sig.parameters else {}
     name = f"skimage.{key}"
@@ -387,20 +266,6 @@ def _skimage_version() -> str:
     from importlib.metadata import version
 
     return f"skimage-{version('scikit-image')}"
-
-
-def _input_dtypes(module: str, key: str, image_doc: str) -> tuple[str, ...]:
-    """Rank filters take 8/16-bit integers; functions documented to take a mask or labels take
-    bool or integers; everything else any numeric dtype (empty tuple)."""
-    if key in _DTYPE_OVERRIDES:
-        return _DTYPE_OVERRIDES[key]
-    if module == "filters.rank":
-        return _INT_DTYPES
-    if key in _LABEL_INPUT:
-        return MASK_OR_LABEL_DTYPES[1:]
-    if _MASK_OR_LABEL_DOC.search(image_doc.lower()) or key in _MASK_INPUT:
-        return MASK_OR_LABEL_DTYPES
-    return ()
 
 
 def _summary(doc: str, mode: str) -> str:
