@@ -15,8 +15,8 @@ Phenix convention (shared with the reader): PositionX grows to the right and Pos
 **upwards**, both relative to the well centre, and fields are numbered centre-first, then in a
 snake over the remaining tiles.
 
-Over 400 lines: test data only; the scene, the ImageXpress and Phenix writers and the ground
-truth share the private helpers the other `synthetic_*` modules build on.
+The scene itself (nuclei, cytoplasm, background, noise) is drawn by `synthetic_scene`, shared
+with the other `synthetic_*` generators.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from scipy import ndimage
 
 from prefect_hcs.formats.fsio import resolve
 from prefect_hcs.formats.wells import split_well
+from prefect_hcs.testing.synthetic_scene import JITTER_PX, place_nuclei, render_signals, tile_noise
 
-JITTER_PX = 3
 IX_CHANNELS = ("DAPI", "FITC", "TexasRed", "Cy5", "Cy3", "CFP")
 PHENIX_CHANNELS = ("HOECHST 33342", "Alexa 488", "Alexa 568", "Alexa 647", "Alexa 405", "Cy3")
 HARMONY_NS = "http://www.perkinelmer.com/PEHH/HarmonyV6"
@@ -60,92 +60,6 @@ def phenix_field_order(rows: int, cols: int) -> list[tuple[int, int]]:
 
 def _guid(rng: np.random.Generator) -> str:
     return str(uuid.UUID(bytes=rng.bytes(16), version=4)).upper()
-
-
-def _place_nuclei(
-    rng: np.random.Generator,
-    rects: list[tuple[int, int, int]],
-    shape: tuple[int, int],
-    count: int,
-    min_dist: float,
-) -> np.ndarray:
-    """Centres (y, x) inside the tiles' union, at least `min_dist` apart (grid-hashed rejection)."""
-    cell = min_dist
-    buckets: dict[tuple[int, int], list[tuple[float, float]]] = {}
-    accepted: list[tuple[float, float]] = []
-    batch = rng.uniform((0, 0), shape, size=(max(count * 60, 200), 2))
-    for y, x in batch:
-        if len(accepted) >= count:
-            break
-        if not any(ty <= y < ty + s and tx <= x < tx + s for ty, tx, s in rects):
-            continue
-        gy, gx = int(y // cell), int(x // cell)
-        near = (
-            p for dy in (-1, 0, 1) for dx in (-1, 0, 1) for p in buckets.get((gy + dy, gx + dx), ())
-        )
-        if any((y - py) ** 2 + (x - px) ** 2 < min_dist**2 for py, px in near):
-            continue
-        buckets.setdefault((gy, gx), []).append((y, x))
-        accepted.append((y, x))
-    return np.array(accepted, dtype=np.float64).reshape(-1, 2)
-
-
-def _stamp(canvas: np.ndarray, y: float, x: float, a: float, b: float, theta: float, value: float):
-    """Add a soft-edged filled ellipse (semi-axes a >= b, angle theta) to the canvas in place."""
-    r = int(math.ceil(a)) + 2
-    y0, y1 = max(int(y) - r, 0), min(int(y) + r + 1, canvas.shape[0])
-    x0, x1 = max(int(x) - r, 0), min(int(x) + r + 1, canvas.shape[1])
-    if y0 >= y1 or x0 >= x1:
-        return
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    dy, dx = yy - y, xx - x
-    c, s = math.cos(theta), math.sin(theta)
-    u, v = (dx * c + dy * s) / a, (-dx * s + dy * c) / b
-    d = np.sqrt(u * u + v * v)
-    edge = np.clip((1.0 - d) * b, 0.0, 1.0)  # ~1 px anti-aliased rim
-    canvas[y0:y1, x0:x1] += value * edge * (1.0 - 0.25 * d * d)
-
-
-def _render_well(
-    rng: np.random.Generator,
-    canvas_shape: tuple[int, int],
-    centres: np.ndarray,
-    channels: int,
-    scale: float,
-) -> list[np.ndarray]:
-    """In-focus signal (float32, background included) of each channel of one well."""
-    h, w = canvas_shape
-    nuc = np.zeros(canvas_shape, np.float32)
-    mask = np.zeros(canvas_shape, np.float32)
-    shapes = []
-    for y, x in centres:
-        a = rng.uniform(4.0, 7.0) * scale
-        b = a * rng.uniform(0.65, 1.0)
-        theta = rng.uniform(0, math.pi)
-        shapes.append((y, x, a, b, theta))
-        _stamp(nuc, y, x, a, b, theta, rng.uniform(6000, 14000))
-        _stamp(mask, y, x, a, b, theta, 1.0)
-    out = [ndimage.gaussian_filter(nuc, 0.8 * scale)]
-    for _ in range(2, channels + 1):
-        cyto = np.zeros(canvas_shape, np.float32)
-        grow = rng.uniform(1.8, 2.4)
-        for y, x, a, b, theta in shapes:
-            _stamp(cyto, y, x, a * grow, b * grow, theta, rng.uniform(800, 2500))
-        cyto = ndimage.gaussian_filter(cyto * (1.0 - 0.6 * np.clip(mask, 0, 1)), 2.0 * scale)
-        out.append(cyto)
-    yy = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
-    xx = np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :]
-    for i, signal in enumerate(out):
-        base, gy, gx = rng.uniform(150, 400), rng.uniform(-120, 120), rng.uniform(-120, 120)
-        signal += np.float32(base + (i == 0) * 50) + np.float32(gy) * yy + np.float32(gx) * xx
-    return out
-
-
-def _tile_noise(rng: np.random.Generator, tile: np.ndarray) -> np.ndarray:
-    """Shot noise (Gaussian approximation of Poisson) plus camera read noise, as uint16."""
-    sigma = np.sqrt(np.maximum(tile, 0.0) + np.float32(64.0))
-    noisy = tile + sigma * rng.standard_normal(tile.shape, dtype=np.float32)
-    return np.clip(np.rint(noisy), 0, 65535).astype(np.uint16)
 
 
 def _tiff_bytes(array: np.ndarray, description: str | None = None) -> bytes:
@@ -396,8 +310,8 @@ def make_plate(
         rects = [(y, x, size) for y, x in true.values()]
         covered = rows * cols * size * size * (1 - overlap) ** 2
         count = nuclei_per_well or int(covered / min_dist**2 * rng.uniform(0.15, 0.35))
-        centres = _place_nuclei(rng, rects, canvas_shape, count, min_dist)
-        signals = _render_well(rng, canvas_shape, centres, channels, scale)
+        centres = place_nuclei(rng, rects, canvas_shape, count, min_dist)
+        signals = render_signals(rng, canvas_shape, centres, channels, scale)
         truth_wells[well] = {
             "nuclei": len(centres),
             "nuclei_centres": [[round(float(y), 2), round(float(x), 2)] for y, x in centres],
@@ -418,7 +332,7 @@ def make_plate(
                     for field, (r, cc) in enumerate(fields, 1):
                         site = r * cols + cc + 1
                         y, x = true[site]
-                        tile = _tile_noise(rng, plane[y : y + size, x : x + size])
+                        tile = tile_noise(rng, plane[y : y + size, x : x + size])
                         ny, nx = nominal[site]
                         if format == "imagexpress":
                             sub = f"TimePoint_{t}" + (f"/ZStep_{zi}" if z > 1 else "")

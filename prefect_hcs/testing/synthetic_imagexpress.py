@@ -38,15 +38,8 @@ from scipy import ndimage
 
 from prefect_hcs.formats.fsio import resolve
 from prefect_hcs.formats.wells import split_well
-from prefect_hcs.testing.synthetic import (
-    JITTER_PX,
-    _guid,
-    _htd_text,
-    _place_nuclei,
-    _render_well,
-    _tile_noise,
-    site_grid,
-)
+from prefect_hcs.testing.synthetic import _guid, _htd_text, site_grid
+from prefect_hcs.testing.synthetic_scene import JITTER_PX, place_nuclei, render_signals, tile_noise
 
 Variant = Literal["acquisition", "export"]
 START = datetime(2026, 11, 30, 21, 14, 5)
@@ -358,8 +351,8 @@ def _write_well(
     rects = [(y, x, g.size) for y, x in true.values()]
     covered = g.sites * g.size * g.size * (1 - 0.1) ** 2
     count = int(covered / min_dist**2 * rng.uniform(0.15, 0.35))
-    centres = _place_nuclei(rng, rects, g.canvas, count, min_dist)
-    signals = _render_well(rng, g.canvas, centres, len(specs), g.scale)
+    centres = place_nuclei(rng, rects, g.canvas, count, min_dist)
+    signals = render_signals(rng, g.canvas, centres, len(specs), g.scale)
     focus = (n_z + 1) // 2
     z0 = round(5000.0 + rng.uniform(-40, 40), 1)  # per-well autofocus offset
     padded: list[str] = []
@@ -370,7 +363,7 @@ def _write_well(
             for site in range(1, g.sites + 1):
                 y, x = true[site]
                 tiles = {
-                    zi: _tile_noise(rng, p[y : y + g.size, x : x + g.size])
+                    zi: tile_noise(rng, p[y : y + g.size, x : x + g.size])
                     for zi, p in stack.items()
                 }
                 when = START + timedelta(seconds=(t - 1) * interval_s) + well_offset

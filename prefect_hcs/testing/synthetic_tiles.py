@@ -18,7 +18,8 @@ from fsspec.spec import AbstractFileSystem
 from scipy import ndimage
 
 from prefect_hcs.formats.wells import split_well
-from prefect_hcs.testing import synthetic as scene
+from prefect_hcs.testing import synthetic_scene as scene
+from prefect_hcs.testing.synthetic import site_grid
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class TileSpec:
     @property
     def grid(self) -> tuple[int, int]:
         """(rows, cols) of the site grid."""
-        return scene.site_grid(self.sites)
+        return site_grid(self.sites)
 
     @property
     def step(self) -> int:
@@ -104,8 +105,8 @@ def render_well(spec: TileSpec, well: str) -> tuple[dict[str, Any], Iterator[Til
     covered = spec.sites * spec.size**2 * (1 - spec.overlap) ** 2
     count = spec.nuclei_per_well or int(covered / min_dist**2 * rng.uniform(0.15, 0.35))
     rects = [(y, x, spec.size) for y, x in true.values()]
-    centres = scene._place_nuclei(rng, rects, spec.canvas_shape, count, min_dist)
-    signals = scene._render_well(rng, spec.canvas_shape, centres, spec.channels, scale)
+    centres = scene.place_nuclei(rng, rects, spec.canvas_shape, count, min_dist)
+    signals = scene.render_signals(rng, spec.canvas_shape, centres, spec.channels, scale)
     truth = {
         "nuclei": len(centres),
         "tile_positions": {str(s): list(p) for s, p in true.items()},
@@ -124,7 +125,7 @@ def _tiles(spec, rng, signals, true, nominal, scale) -> Iterator[Tile]:
             plane = signal if dz == 0 else ndimage.gaussian_filter(signal, 2.0 * scale * dz)
             for t in range(1, spec.timepoints + 1):
                 for site, (y, x) in sorted(true.items()):
-                    pixels = scene._tile_noise(rng, plane[y : y + size, x : x + size])
+                    pixels = scene.tile_noise(rng, plane[y : y + size, x : x + size])
                     yield Tile(site, c, zi, t, pixels, nominal[site])
 
 
