@@ -17,14 +17,13 @@ Decisions (the files on disk are the truth; the HTD describes what was *intended
   the first field (z positions, spacing), one per channel (name, wavelength, objective), one per
   timepoint (acquisition time, interval). Pixels are read only for one plane per compression.
 
-Over 400 lines: the one reader that turns MetaSeries headers into a layout (grid, overlap, z and
-time from the headers), plus its `PlateHandler`; the HTD, the file-name scan and the MetaSeries
-parsing already live in `imagexpress_htd`, `imagexpress_scan` and `metaseries`.
+This module finds the planes and builds the layout; what the headers say about them (stage, z,
+time, channels, grid, overlap) is `imagexpress_meta`, the HTD `imagexpress_htd`, the file-name
+scan `imagexpress_scan` and the MetaSeries XML `metaseries`.
 """
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
 from fsspec.spec import AbstractFileSystem
@@ -39,6 +38,18 @@ from prefect_hcs.formats.imagexpress_htd import (
     read_htd,
     well_warnings,
 )
+from prefect_hcs.formats.imagexpress_meta import (
+    Headers,
+    annotate,
+    channel_meta,
+    check_same_planes,
+    fields_meta,
+    grid_from_stage,
+    overlap_from_stage,
+    spacing,
+    time_meta,
+    z_positions,
+)
 from prefect_hcs.formats.imagexpress_scan import (
     Found,
     Scan,
@@ -46,47 +57,14 @@ from prefect_hcs.formats.imagexpress_scan import (
     parse_filename,
     scan_plate,
 )
-from prefect_hcs.formats.layout import ChannelInfo, ImageRef, PlateError, PlateLayout, image_axes
-from prefect_hcs.formats.metaseries import PlaneMeta, read_plane_meta
+from prefect_hcs.formats.layout import ImageRef, PlateError, PlateLayout, image_axes
+from prefect_hcs.formats.metaseries import PlaneMeta
 from prefect_hcs.formats.paths import ensure_inside
 from prefect_hcs.formats.plate_bounds import check_in_plate
 from prefect_hcs.formats.tiff import check_decodable
 from prefect_hcs.formats.wells import split_well
 
 __all__ = ["ImageXpressHandler", "find_htd", "open_imagexpress", "parse_filename"]
-
-
-class _Headers:
-    """Reads MetaSeries headers once each; remembers a few paths per TIFF compression.
-
-    Metadata reads are lenient (`maybe`): a damaged file must fail its own well when its pixels
-    are read, not the whole plate at compile time. Only the first plane (shape, dtype) is strict.
-    """
-
-    SAMPLES = 3
-
-    def __init__(self, fs: AbstractFileSystem) -> None:
-        self.fs = fs
-        self.cache: dict[str, PlaneMeta] = {}
-        self.by_compression: dict[str, list[str]] = {}
-        self.unreadable: list[str] = []
-
-    def __call__(self, path: str) -> PlaneMeta:
-        if path not in self.cache:
-            meta = read_plane_meta(self.fs, path)
-            self.cache[path] = meta
-            samples = self.by_compression.setdefault(meta.compression, [])
-            if len(samples) < self.SAMPLES:
-                samples.append(path)
-        return self.cache[path]
-
-    def maybe(self, path: str) -> PlaneMeta | None:
-        """The header, or None (remembered for a warning) when the file cannot be read."""
-        try:
-            return self(path)
-        except PlateError as exc:
-            self.unreadable.append(str(exc))
-            return None
 
 
 def _ref(f: Found, z: int | None = None, projection: str | None = None) -> ImageRef:
@@ -97,7 +75,7 @@ def _ref(f: Found, z: int | None = None, projection: str | None = None) -> Image
 
 
 def _split_projections(
-    scan: Scan, headers: _Headers
+    scan: Scan, headers: Headers
 ) -> tuple[list[ImageRef], list[ImageRef], list[str]]:
     """(z-planes, projections, notes): ZStep_0 and 'beside' files become projections."""
     stacked = {f.channel for f in scan.files if f.level == "zstep" and f.z > 0}
@@ -125,148 +103,6 @@ def _split_projections(
         else []
     )
     return images, projections, notes
-
-
-def _fields_meta(images: list[ImageRef], headers: _Headers) -> dict[tuple[str, int], PlaneMeta]:
-    """One header per (well, site): its first plane, or the next one when that is unreadable."""
-    planes: dict[tuple[str, int], list[ImageRef]] = {}
-    for ref in images:
-        planes.setdefault((ref.well, ref.site), []).append(ref)
-    out: dict[tuple[str, int], PlaneMeta] = {}
-    for key, refs in planes.items():
-        for ref in refs[:3]:
-            if (meta := headers.maybe(ref.path)) is not None:
-                out[key] = meta
-                break
-    return out
-
-
-def _z_positions(images: list[ImageRef], headers: _Headers) -> dict[str, float]:
-    """{path: z µm} for every z of the first field's most complete channel at timepoint 1."""
-    ref0 = images[0]
-    counts: dict[int, int] = {}
-    for r in images:
-        if (r.well, r.site, r.timepoint) == (ref0.well, ref0.site, ref0.timepoint):
-            counts[r.channel] = counts.get(r.channel, 0) + 1
-    channel = max(sorted(counts), key=lambda c: counts[c])
-    stack = [
-        r
-        for r in images
-        if (r.well, r.site, r.timepoint, r.channel)
-        == (ref0.well, ref0.site, ref0.timepoint, channel)
-    ]
-    metas = {r.path: headers.maybe(r.path) for r in stack}
-    return {path: m.z_um for path, m in metas.items() if m is not None and m.z_um is not None}
-
-
-def _spacing(values: list[float]) -> float | None:
-    steps = [round(abs(b - a), 4) for a, b in zip(values, values[1:], strict=False)]
-    steps = [s for s in steps if s > 0]
-    return round(statistics.median(steps), 4) if steps else None
-
-
-def _time_meta(images: list[ImageRef], headers: _Headers) -> dict[str, Any]:
-    """{path: acquisition time} of the first plane of each timepoint."""
-    first: dict[int, ImageRef] = {}
-    for ref in images:
-        first.setdefault(ref.timepoint, ref)
-    metas = {r.path: headers.maybe(r.path) for r in first.values()}
-    return {path: m.acquired_at for path, m in metas.items() if m is not None and m.acquired_at}
-
-
-def _channel_meta(
-    refs: list[ImageRef], headers: _Headers, htd_names: dict[int, str]
-) -> tuple[dict[int, ChannelInfo], str | None, list[str]]:
-    """Channel names/wavelengths from the files (HTD names as fallback), objective, warnings."""
-    first: dict[int, ImageRef] = {}
-    for ref in refs:
-        first.setdefault(ref.channel, ref)
-    info: dict[int, ChannelInfo] = {}
-    objective = None
-    warnings = []
-    for channel, ref in sorted(first.items()):
-        meta = headers.maybe(ref.path) or PlaneMeta(shape=(0, 0), dtype="", compression="")
-        objective = objective or meta.objective
-        name = meta.illumination or htd_names.get(channel) or f"w{channel}"
-        declared = htd_names.get(channel)
-        if meta.illumination and declared and declared != meta.illumination:
-            warnings.append(
-                f"the HTD names wavelength {channel} {declared!r} but its images say "
-                f"{meta.illumination!r}; using {meta.illumination!r}"
-            )
-        info[channel] = ChannelInfo(name=name, emission_nm=meta.wavelength_nm)
-    return info, objective, warnings
-
-
-def _grid_from_stage(
-    sites: tuple[int, ...], fields: dict[tuple[str, int], PlaneMeta], well: str
-) -> tuple[int, int] | None:
-    """(rows, cols) from the distinct stage X and Y of one well's sites, if they form a raster."""
-    pos: dict[int, tuple[float, float]] = {}  # site: (y, x) rounded to 0.1 µm
-    for s in sites:
-        m = fields.get((well, s))
-        if m is None or m.stage_x_um is None or m.stage_y_um is None:
-            return None
-        pos[s] = (round(m.stage_y_um, 1), round(m.stage_x_um, 1))
-    xs = sorted({x for _, x in pos.values()})
-    ys = sorted({y for y, _ in pos.values()})
-    if len(xs) * len(ys) != len(sites) or list(sites) != list(range(1, len(sites) + 1)):
-        return None
-    for s, yx in pos.items():
-        r, c = divmod(s - 1, len(xs))
-        if yx != (ys[r], xs[c]):
-            return None
-    return len(ys), len(xs)
-
-
-def _overlap(
-    grid: tuple[int, int] | None,
-    fields: dict[tuple[str, int], PlaneMeta],
-    well: str,
-    shape: tuple[int, int],
-    pixel: float | None,
-) -> tuple[float | None, list[str]]:
-    """Tile overlap from the stage positions of neighbouring sites of the first well."""
-    if grid is None or pixel is None or grid[0] * grid[1] == 1:
-        return None, []
-    rows, cols = grid
-    first = fields.get((well, 1))
-    estimates = []
-    for neighbour, axis, extent in ((2, "x", shape[1]), (cols + 1, "y", shape[0])):
-        if (axis == "x" and cols < 2) or (axis == "y" and rows < 2):
-            continue
-        other = fields.get((well, neighbour))
-        a = getattr(first, f"stage_{axis}_um", None)
-        b = getattr(other, f"stage_{axis}_um", None)
-        if a is not None and b is not None:
-            estimates.append(1.0 - abs(b - a) / (extent * pixel))
-    if not estimates:
-        return None, []
-    overlap = round(sum(estimates) / len(estimates), 4)
-    if overlap < 0:
-        return 0.0, [f"sites of {well} do not touch (gap of {-overlap:.1%} of a tile)"]
-    return overlap, []
-
-
-def _annotate(
-    refs: list[ImageRef],
-    fields: dict[tuple[str, int], PlaneMeta],
-    z_um: dict[str, float],
-    times: dict[str, Any],
-) -> list[ImageRef]:
-    """Stage X/Y on every plane of a field; z and time on the planes whose header was read."""
-    out = []
-    for r in refs:
-        meta = fields.get((r.well, r.site))
-        update: dict[str, Any] = {}
-        if meta is not None and meta.stage_x_um is not None:
-            update |= {"stage_x_um": meta.stage_x_um, "stage_y_um": meta.stage_y_um}
-        if r.path in z_um:
-            update["z_um"] = z_um[r.path]
-        if r.path in times:
-            update["acquired_at"] = times[r.path]
-        out.append(r.model_copy(update=update) if update else r)
-    return out
 
 
 def _check_inside(
@@ -318,7 +154,7 @@ def open_imagexpress(
     if not scan.files:
         raise _no_images(fs, root, scan)
     _check_inside(fs, root, scan, htd, htd_path)
-    headers = _Headers(fs)
+    headers = Headers(fs)
     images, projections, notes = _split_projections(scan, headers)
     hint = f" (plate folder {where}" + (f", HTD {display(fs, htd_path)})" if htd_path else ")")
     if not images:
@@ -344,7 +180,7 @@ def _build_layout(
     scan: Scan,
     htd: Htd | None,
     htd_path: str | None,
-    headers: _Headers,
+    headers: Headers,
     images: list[ImageRef],
     projections: list[ImageRef],
     notes: list[str],
@@ -353,11 +189,11 @@ def _build_layout(
     axes = image_axes(images)
     wells, sites = axes["wells"], axes["sites"]
     first = headers(images[0].path)
-    fields = _fields_meta(images, headers)
-    z_um = _z_positions(images, headers)
-    times = _time_meta(images, headers)
+    fields = fields_meta(images, headers)
+    z_um = z_positions(images, headers)
+    times = time_meta(images, headers)
     expect = htd_expectations(htd) if htd else None
-    info, objective, name_warnings = _channel_meta(
+    info, objective, name_warnings = channel_meta(
         images + projections, headers, expect["channel_names"] if expect else {}
     )
     warnings = _scan_warnings(scan) + notes + name_warnings
@@ -366,9 +202,9 @@ def _build_layout(
     if htd is not None and expect is not None:
         warnings += _count_warnings(display(fs, htd_path or ""), expect, images)
         warnings += well_warnings(display(fs, htd_path or ""), htd, expect["plate"], wells)
-    overlap, more = _overlap(grid, fields, wells[0], first.shape, first.pixel_size_um)
+    overlap, more = overlap_from_stage(grid, fields, wells[0], first.shape, first.pixel_size_um)
     warnings += more
-    _check_same_planes(fs, headers, images[0].path)
+    check_same_planes(fs, headers, images[0].path)
     warnings += check_decodable(fs, headers.by_compression)
     warnings += [
         f"{m} Its metadata is unknown; its well fails when the file is read."
@@ -388,31 +224,18 @@ def _build_layout(
         channel_names={c: i.name for c, i in info.items()},
         image_shape=first.shape,
         dtype=first.dtype,
-        images=tuple(_annotate(images, fields, z_um, times)),
-        projections=tuple(_annotate(projections, fields, {}, {})),
+        images=tuple(annotate(images, fields, z_um, times)),
+        projections=tuple(annotate(projections, fields, {}, {})),
         warnings=tuple(warnings),
         variant="MetaXpress export" if is_export else "MetaXpress acquisition",
         plate_barcode=next(iter(prefixes)) if len(prefixes) == 1 else None,
-        z_spacing_um=_spacing(sorted(z_um.values())),
-        time_interval_s=_spacing(time_values),
+        z_spacing_um=spacing(sorted(z_um.values())),
+        time_interval_s=spacing(time_values),
         objective=objective,
         channel_info=info,
         absent=absent,
         padded=find_padded(fs, images + projections, scan.sizes) if is_export else (),
     )
-
-
-def _check_same_planes(fs: AbstractFileSystem, headers: _Headers, first_path: str) -> None:
-    """Every header read must show the first plane's shape and dtype (one array per field)."""
-    first = headers(first_path)
-    for path, meta in headers.cache.items():
-        if meta.dtype and (meta.shape, meta.dtype) != (first.shape, first.dtype):
-            raise PlateError(
-                f"{display(fs, path)} is a {meta.shape[0]}x{meta.shape[1]} {meta.dtype} image but "
-                f"{display(fs, first_path)} is {first.shape[0]}x{first.shape[1]} {first.dtype}: "
-                "every plane of a plate must have the same size and pixel type (the plate mixes "
-                "acquisitions or binning settings); export the wavelengths as separate plates"
-            )
 
 
 def _grid(
@@ -424,7 +247,7 @@ def _grid(
     well: str,
 ) -> tuple[tuple[int, int] | None, list[str]]:
     """The site grid: the HTD's when it fits the files, else the stage positions'."""
-    from_stage = _grid_from_stage(sites, fields, well)
+    from_stage = grid_from_stage(sites, fields, well)
     if expect is None:
         return (from_stage or ((1, 1) if sites == (1,) else None)), []
     name = display(fs, htd_path or "")
