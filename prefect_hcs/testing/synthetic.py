@@ -34,6 +34,7 @@ from scipy import ndimage
 
 from prefect_hcs.formats.fsio import resolve
 from prefect_hcs.formats.wells import split_well
+from prefect_hcs.testing.synthetic_metaseries import metaseries_description
 from prefect_hcs.testing.synthetic_scene import JITTER_PX, place_nuclei, render_signals, tile_noise
 
 IX_CHANNELS = ("DAPI", "FITC", "TexasRed", "Cy5", "Cy3", "CFP")
@@ -71,32 +72,23 @@ def _tiff_bytes(array: np.ndarray, description: str | None = None) -> bytes:
 def _metaxpress_description(
     size: int, pixel_um: float, stage_xy: tuple[float, float], z_um: float, name: str
 ) -> str:
-    props = [
-        ("Description", "string", ""),
-        ("MetaDataVersion", "float", "1"),
-        ("ApplicationName", "string", "MetaXpress"),
-        ("ApplicationVersion", "string", "6.7.2.290"),
-    ]
-    plane = [
-        ("plane-type", "string", "plane"),
-        ("pixel-size-x", "int", str(size)),
-        ("pixel-size-y", "int", str(size)),
-        ("bits-per-pixel", "int", "16"),
-        ("spatial-calibration-state", "bool", "on"),
-        ("spatial-calibration-x", "float", f"{pixel_um:.6g}"),
-        ("spatial-calibration-y", "float", f"{pixel_um:.6g}"),
-        ("spatial-calibration-units", "string", "um"),
-        ("stage-position-x", "float", f"{stage_xy[0]:.4f}"),
-        ("stage-position-y", "float", f"{stage_xy[1]:.4f}"),
-        ("z-position", "float", f"{z_um:.4f}"),
-        ("image-name", "string", name),
-        ("_IllumSetting_", "string", name),
-    ]
-
-    def fmt(items: list[tuple[str, str, str]]) -> str:
-        return "".join(f'<prop id="{k}" type="{t}" value="{v}"/>\r\n' for k, t, v in items)
-
-    return f"<MetaData>\r\n{fmt(props)}<PlaneInfo>\r\n{fmt(plane)}</PlaneInfo>\r\n</MetaData>"
+    return metaseries_description(
+        {
+            "plane-type": ("string", "plane"),
+            "pixel-size-x": ("int", str(size)),
+            "pixel-size-y": ("int", str(size)),
+            "bits-per-pixel": ("int", "16"),
+            "spatial-calibration-state": ("bool", "on"),
+            "spatial-calibration-x": ("float", f"{pixel_um:.6g}"),
+            "spatial-calibration-y": ("float", f"{pixel_um:.6g}"),
+            "spatial-calibration-units": ("string", "um"),
+            "stage-position-x": ("float", f"{stage_xy[0]:.4f}"),
+            "stage-position-y": ("float", f"{stage_xy[1]:.4f}"),
+            "z-position": ("float", f"{z_um:.4f}"),
+            "image-name": ("string", name),
+            "_IllumSetting_": ("string", name),
+        }
+    )
 
 
 def _plate_dims(wells: list[str]) -> tuple[int, int, int]:

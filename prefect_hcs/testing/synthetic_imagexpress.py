@@ -20,30 +20,35 @@ acquisition time, illumination setting, wavelength, objective and, for projectio
 byte-identical copies in every ``ZStep_<z>``, as MetaXpress does. Pixels come from the same scene
 generator as `prefect_hcs.testing.synthetic` (blurred nuclei, jittered tiles, seeded per well).
 
-Over 400 lines: test data only, and one generator whose two layouts, MetaSeries descriptions and
-padding rules share private helpers; splitting it would spread one file format over modules.
+What one image file looks like (its MetaSeries description, TIFF, name and folder) is
+`synthetic_metaseries`; this module decides which files a plate has.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import numpy as np
-import tifffile
 from scipy import ndimage
 
 from prefect_hcs.formats.fsio import resolve
 from prefect_hcs.formats.wells import split_well
 from prefect_hcs.testing.synthetic import _guid, _htd_text, site_grid
+from prefect_hcs.testing.synthetic_metaseries import (
+    PlaneFacts,
+    Variant,
+    file_name,
+    metaseries_description,
+    metaseries_tiff,
+    plane_folder,
+    plane_props,
+)
 from prefect_hcs.testing.synthetic_scene import JITTER_PX, place_nuclei, render_signals, tile_noise
 
-Variant = Literal["acquisition", "export"]
 START = datetime(2026, 11, 30, 21, 14, 5)
-OBJECTIVE = ("20X Plan Apo Lambda", 0.75)
 
 
 @dataclass(frozen=True)
@@ -82,84 +87,6 @@ MIXED_CHANNELS = (
 )
 
 
-def metaseries_description(props: dict[str, tuple[str, Any]]) -> str:
-    """A MetaSeries ImageDescription: ``<MetaData>`` with the plane's ``<prop>`` entries."""
-    head = [
-        ("Description", "string", ""),
-        ("MetaDataVersion", "float", "1"),
-        ("ApplicationName", "string", "MetaXpress"),
-        ("ApplicationVersion", "string", "6.7.2.290"),
-    ]
-
-    def fmt(items: list[tuple[str, str, Any]]) -> str:
-        return "".join(f'<prop id="{k}" type="{t}" value="{v}"/>\r\n' for k, t, v in items)
-
-    plane = [(k, t, v) for k, (t, v) in props.items()]
-    return f"<MetaData>\r\n{fmt(head)}<PlaneInfo>\r\n{fmt(plane)}</PlaneInfo>\r\n</MetaData>"
-
-
-def _tiff(array: np.ndarray, description: str | None) -> bytes:
-    buf = io.BytesIO()
-    tifffile.imwrite(
-        buf,
-        array,
-        description=description,
-        software="MetaSeries" if description else False,
-        compression="lzw",
-        metadata=None,
-    )
-    return buf.getvalue()
-
-
-@dataclass
-class _Plane:
-    """What one written image says about itself."""
-
-    well: str
-    site: int
-    channel: int
-    z: int  # 0 = projection
-    t: int
-    stage: tuple[float, float]
-    z_um: float
-    time: datetime
-
-
-def _props(p: _Plane, ch: IxChannel, size: int, pixel_um: float) -> dict[str, tuple[str, Any]]:
-    props: dict[str, tuple[str, Any]] = {
-        "plane-type": ("string", "plane"),
-        "pixel-size-x": ("int", size),
-        "pixel-size-y": ("int", size),
-        "bits-per-pixel": ("int", 16),
-        "spatial-calibration-state": ("bool", "on"),
-        "spatial-calibration-x": ("float", f"{pixel_um:.6g}"),
-        "spatial-calibration-y": ("float", f"{pixel_um:.6g}"),
-        "spatial-calibration-units": ("string", "um"),
-        "stage-position-x": ("float", f"{p.stage[0]:.2f}"),
-        "stage-position-y": ("float", f"{p.stage[1]:.2f}"),
-        "z-position": ("float", f"{p.z_um:.3f}"),
-        "ImageXpress Micro X": ("float", f"{p.stage[0]:.2f}"),
-        "ImageXpress Micro Y": ("float", f"{p.stage[1]:.2f}"),
-        "ImageXpress Micro Z": ("float", f"{p.z_um:.3f}"),
-        "acquisition-time-local": ("time", p.time.strftime("%Y%m%d %H:%M:%S.%f")[:-3]),
-        "image-name": ("string", ch.name),
-        "stage-label": ("string", f"{p.well} : Site_{p.site}"),
-        "_IllumSetting_": ("string", ch.name),
-        "wavelength": ("int", ch.wavelength_nm),
-        "_MagSetting_": ("string", OBJECTIVE[0]),
-        "_MagNA_": ("float", OBJECTIVE[1]),
-        "Exposure Time": ("string", "15 ms"),
-    }
-    if p.z == 0:
-        props["Z Projection Method"] = ("string", "Maximum")
-    return props
-
-
-def _name(plate: str, well: str, site: int | None, ch: int | None, guid: str, thumb: bool) -> str:
-    parts = [plate, well] + ([f"s{site}"] if site else []) + ([f"w{ch}"] if ch else [])
-    return "_".join(parts) + ("_thumb" if thumb else "") + guid + ".tif"
-
-
 class _Writer:
     """Writes files through fsspec, creating each folder once, and remembers what it wrote."""
 
@@ -184,15 +111,6 @@ class _Writer:
             self.fs.makedirs(folder, exist_ok=True)
             self.made.add(folder)
         self.fs.copy(src, dst)
-
-
-def _folders(variant: Variant, plate_dir: str, t: int, z: int, n_z: int, n_t: int) -> str:
-    """Folder of a plane (z = 0: projection) in the chosen layout."""
-    if variant == "export":
-        base = f"{plate_dir}/TimePoint_{t}"
-        return base if n_z == 1 else f"{base}/ZStep_{z}"
-    base = plate_dir if n_t == 1 else f"{plate_dir}/TimePoint_{t}"
-    return base if (z == 0 or n_z == 1) else f"{base}/ZStep_{z}"
 
 
 def make_imagexpress_plate(
@@ -367,7 +285,7 @@ def _write_well(
                     for zi, p in stack.items()
                 }
                 when = START + timedelta(seconds=(t - 1) * interval_s) + well_offset
-                base = _Plane(well, site, c, 0, t, g.stage(well, site), z0, when)
+                base = PlaneFacts(well, site, c, 0, t, g.stage(well, site), z0, when)
                 ctx = (out, plate_dir, plate_name, spec, g, variant, n_z, n_t, meta_rng, len(specs))
                 padded += _write_site(ctx, base, tiles, z0, z_step_um)
     truth = {
@@ -387,7 +305,7 @@ def _blur(signal: np.ndarray, dz: int, scale: float) -> np.ndarray:
 
 
 def _write_site(
-    ctx: tuple, base: _Plane, tiles: dict[int, np.ndarray], z0: float, dz: float
+    ctx: tuple, base: PlaneFacts, tiles: dict[int, np.ndarray], z0: float, dz: float
 ) -> list[str]:
     """Write one (well, site, channel, timepoint): its planes, projection, thumbs, padding."""
     out, plate_dir, plate_name, spec, g, variant, n_z, n_t, meta_rng, n_c = ctx
@@ -396,16 +314,18 @@ def _write_site(
     time_step = timedelta(seconds=0.2 * (base.channel - 1) + 0.05 * (base.site - 1))
 
     def put(zi: int, pixels: np.ndarray) -> str:
-        plane = _Plane(
+        plane = PlaneFacts(
             base.well, base.site, base.channel, zi, base.t, base.stage,
             round(z0 + (max(zi, 1) - 1) * dz, 3), base.time + time_step,
         )  # fmt: skip
-        folder = _folders(variant, plate_dir, base.t, zi, n_z, n_t)
-        desc = metaseries_description(_props(plane, spec, g.size, g.pixel_um))
-        path = f"{folder}/{_name(plate_name, base.well, site, ch, _guid(meta_rng), False)}"
-        out.write(path, _tiff(pixels, desc))
-        thumb = f"{folder}/{_name(plate_name, base.well, site, ch, _guid(meta_rng), True)}"
-        out.write(thumb, _tiff(pixels[::8, ::8], None))
+        folder = plane_folder(variant, plate_dir, base.t, zi, n_z, n_t)
+        desc = metaseries_description(
+            plane_props(plane, spec.name, spec.wavelength_nm, g.size, g.pixel_um)
+        )
+        path = f"{folder}/{file_name(plate_name, base.well, site, ch, _guid(meta_rng), False)}"
+        out.write(path, metaseries_tiff(pixels, desc))
+        thumb = f"{folder}/{file_name(plate_name, base.well, site, ch, _guid(meta_rng), True)}"
+        out.write(thumb, metaseries_tiff(pixels[::8, ::8], None))
         return path
 
     written: dict[int, str] = {}
@@ -419,8 +339,8 @@ def _write_site(
     source = written.get(1) or projection
     pads = []
     for zi in range(1 if spec.stack == "none" else 2, n_z + 1):
-        folder = _folders(variant, plate_dir, base.t, zi, n_z, n_t)
-        path = f"{folder}/{_name(plate_name, base.well, site, ch, _guid(meta_rng), False)}"
+        folder = plane_folder(variant, plate_dir, base.t, zi, n_z, n_t)
+        path = f"{folder}/{file_name(plate_name, base.well, site, ch, _guid(meta_rng), False)}"
         out.copy(source, path)
         pads.append(path)
     return pads
