@@ -12,8 +12,11 @@ only the order of writes (our mark first, the plate metadata, then the status fl
 rows and columns span the wells written (``B..G`` × ``2..11`` for wells B02–G11): the layout does
 not say which physical plate format the instrument used, and NGFF indices are into these lists.
 
-This module knows nothing of Prefect. About 400 lines: one writer class whose three phases
-share the store and the declared layout.
+This module knows nothing of Prefect.
+
+Over 400 lines because it is one writer class whose three phases (`initialize`, `write_field`,
+`finalize`) share the store, the declared layout and the refusal rules; the store helpers and the
+pyramid already live in `omezarr_store` and `omezarr_pyramid`.
 """
 
 from __future__ import annotations
