@@ -59,7 +59,8 @@ def phenix_field_order(rows: int, cols: int) -> list[tuple[int, int]]:
     return order
 
 
-def _guid(rng: np.random.Generator) -> str:
+def new_guid(rng: np.random.Generator) -> str:
+    """A reproducible upper-case UUID4, as MetaXpress names its files and plates."""
     return str(uuid.UUID(bytes=rng.bytes(16), version=4)).upper()
 
 
@@ -91,13 +92,14 @@ def _metaxpress_description(
     )
 
 
-def _plate_dims(wells: list[str]) -> tuple[int, int, int]:
+def plate_dims(wells: list[str]) -> tuple[int, int, int]:
+    """(rows, columns, wells) of the smallest standard plate that holds these wells."""
     rows = max(split_well(w)[0] for w in wells) + 1
     cols = max(split_well(w)[1] for w in wells) + 1
     return next((r, c, n) for r, c, n in _PLATES if rows <= r and cols <= c)
 
 
-def _htd_text(
+def htd_text(
     plate_name: str,
     wells: list[str],
     grid: tuple[int, int],
@@ -109,7 +111,7 @@ def _htd_text(
 ) -> str:
     """A MetaXpress `.HTD` text (CRLF lines) for the plate; `names` defaults to IX_CHANNELS."""
     names = names or [IX_CHANNELS[(c - 1) % len(IX_CHANNELS)] for c in range(1, channels + 1)]
-    n_rows, n_cols, n_wells = _plate_dims(wells)
+    n_rows, n_cols, n_wells = plate_dims(wells)
     chosen = {split_well(w) for w in wells}
 
     def bools(values: list[bool]) -> str:
@@ -163,7 +165,7 @@ class _PhenixIndex:
         _sub(self.root, "User", "prefect-hcs")
         _sub(self.root, "InstrumentType", "Phenix")
         plate = _sub(_sub(self.root, "Plates"), "Plate")
-        n_rows, n_cols, n_wells = _plate_dims(wells)
+        n_rows, n_cols, n_wells = plate_dims(wells)
         for tag, value in (
             ("PlateID", plate_name),
             ("MeasurementID", plate_name + "-1"),
@@ -268,7 +270,7 @@ def make_plate(
     )
     focus = (z + 1) // 2
     meta_rng = np.random.default_rng([seed, 1_000_003])
-    plate_guid = _guid(meta_rng)
+    plate_guid = new_guid(meta_rng)
     phenix = _PhenixIndex(plate_name, wells, channels, size, f"{pixel_um * 1e-6:.6g}")
     image_dir = f"{root}/Images" if format == "phenix" else root
     made_dirs: set[str] = set()
@@ -331,7 +333,7 @@ def make_plate(
                             name = (
                                 f"{plate_name}_{well}"
                                 + (f"_s{site}" if sites > 1 else "")
-                                + f"_w{c}{_guid(meta_rng)}.tif"
+                                + f"_w{c}{new_guid(meta_rng)}.tif"
                             )
                             stage = (col_i * 9000.0 + nx * pixel_um, row_i * 9000.0 + ny * pixel_um)
                             desc = _metaxpress_description(
@@ -352,7 +354,7 @@ def make_plate(
     if format == "imagexpress":
         write(
             f"{root}/{plate_name}.HTD",
-            _htd_text(plate_name, wells, grid, channels, z, timepoints, plate_guid).encode(),
+            htd_text(plate_name, wells, grid, channels, z, timepoints, plate_guid).encode(),
         )
     else:
         write(f"{image_dir}/Index.idx.xml", phenix.to_bytes())

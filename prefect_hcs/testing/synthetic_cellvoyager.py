@@ -17,7 +17,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 from prefect_hcs.formats.fsio import resolve
 from prefect_hcs.formats.wells import split_well
-from prefect_hcs.testing.synthetic import _plate_dims
+from prefect_hcs.testing.synthetic import plate_dims
 from prefect_hcs.testing.synthetic_tiles import Tile, TileSpec, centre_offset_um, write_well_tiles
 
 BTS = "http://www.yokogawa.co.jp/BTS/BTSSchema/1.0"
@@ -78,7 +78,7 @@ def _mes_channel(c: int) -> str:
 
 
 def _mrf(title: str, system: str, wells: list[str], spec: TileSpec, mes: str, wpi: str) -> str:
-    n_rows, n_cols, _ = _plate_dims(wells)
+    n_rows, n_cols, _ = plate_dims(wells)
     root = _attrs(Version="1.0", OperatorName="synthetic", Title=title, Application="",
                   BeginTime=START.isoformat(), EndTime=START.isoformat(),
                   MeasurementSettingFileName=mes, ColumnCount=n_cols, RowCount=n_rows,
@@ -94,7 +94,7 @@ def _mrf(title: str, system: str, wells: list[str], spec: TileSpec, mes: str, wp
 
 
 def _mes(wells: list[str], spec: TileSpec) -> str:
-    n_rows, n_cols, _ = _plate_dims(wells)
+    n_rows, n_cols, _ = plate_dims(wells)
     used = range(1, spec.channels + 1)
     lasers = "".join(f"    <bts:LightSource {_laser(c)} />\n" for c in used)
     channels = "".join(_mes_channel(c) for c in used)
@@ -105,7 +105,7 @@ def _mes(wells: list[str], spec: TileSpec) -> str:
 
 
 def _wpi(title: str, wells: list[str]) -> str:
-    n_rows, n_cols, _ = _plate_dims(wells)
+    n_rows, n_cols, _ = plate_dims(wells)
     attrs = _attrs(Version="1.0", Name=title, ProductID="10", Usage="SamplePlate",
                    Columns=n_cols, Rows=n_rows)  # fmt: skip
     return (f'{_HEAD}<bts:WellPlate {attrs} xmlns:bts="{BTS}">\n'
@@ -113,7 +113,7 @@ def _wpi(title: str, wells: list[str]) -> str:
 
 
 def _wpp(wells: list[str]) -> str:
-    n_rows, n_cols, _ = _plate_dims(wells)
+    n_rows, n_cols, _ = plate_dims(wells)
     attrs = _attrs(Version="1.0", Name="Greiner #655090", ProductID="10", Manufacturer="Greiner",
                    Columns=n_cols, Rows=n_rows, ColumnPitch=9, RowPitch=9)  # fmt: skip
     return f'{_HEAD}<bts:WellPlateProduct {attrs} xmlns:bts="{BTS}" />'

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from prefect_hcs.formats.fsio import resolve
 from prefect_hcs.formats.wells import split_well
-from prefect_hcs.testing.synthetic import _plate_dims, phenix_field_order
+from prefect_hcs.testing.synthetic import phenix_field_order, plate_dims
 from prefect_hcs.testing.synthetic_tiles import Tile, TileSpec, centre_offset_um, write_well_tiles
 
 CHANNELS = (  # name, excitation nm, emission nm
@@ -45,7 +45,7 @@ class _Index:
         self.sub(self.root, "User", "Synthetic")
         self.sub(self.root, "InstrumentType", instrument)
         plate = self.sub(self.sub(self.root, "Plates"), "Plate")
-        n_rows, n_cols, n_wells = _plate_dims(wells)
+        n_rows, n_cols, n_wells = plate_dims(wells)
         for tag, value in (("PlateID", barcode), ("MeasurementID", "1f2e3d4c-0000-4000-8000-1"),
                            ("MeasurementStartTime", START.isoformat(timespec="milliseconds")),
                            ("Name", barcode), ("PlateTypeName", f"{n_wells}PerkinElmer CellCarrier"),

@@ -36,7 +36,7 @@ from scipy import ndimage
 
 from prefect_hcs.formats.fsio import resolve
 from prefect_hcs.formats.wells import split_well
-from prefect_hcs.testing.synthetic import _guid, _htd_text, site_grid
+from prefect_hcs.testing.synthetic import htd_text, new_guid, site_grid
 from prefect_hcs.testing.synthetic_metaseries import (
     PlaneFacts,
     Variant,
@@ -163,8 +163,8 @@ def make_imagexpress_plate(
         )  # fmt: skip
         padded += pads
     if variant == "export" and htd:
-        text = _htd_text(
-            plate_name, wells, geometry.grid, len(specs), z, timepoints, _guid(meta_rng),
+        text = htd_text(
+            plate_name, wells, geometry.grid, len(specs), z, timepoints, new_guid(meta_rng),
             [c.name for c in specs],
         )  # fmt: skip
         out.write(f"{plate_dir}/{plate_name}.HTD", text.encode())
@@ -322,9 +322,9 @@ def _write_site(
         desc = metaseries_description(
             plane_props(plane, spec.name, spec.wavelength_nm, g.size, g.pixel_um)
         )
-        path = f"{folder}/{file_name(plate_name, base.well, site, ch, _guid(meta_rng), False)}"
+        path = f"{folder}/{file_name(plate_name, base.well, site, ch, new_guid(meta_rng), False)}"
         out.write(path, metaseries_tiff(pixels, desc))
-        thumb = f"{folder}/{file_name(plate_name, base.well, site, ch, _guid(meta_rng), True)}"
+        thumb = f"{folder}/{file_name(plate_name, base.well, site, ch, new_guid(meta_rng), True)}"
         out.write(thumb, metaseries_tiff(pixels[::8, ::8], None))
         return path
 
@@ -340,7 +340,7 @@ def _write_site(
     pads = []
     for zi in range(1 if spec.stack == "none" else 2, n_z + 1):
         folder = plane_folder(variant, plate_dir, base.t, zi, n_z, n_t)
-        path = f"{folder}/{file_name(plate_name, base.well, site, ch, _guid(meta_rng), False)}"
+        path = f"{folder}/{file_name(plate_name, base.well, site, ch, new_guid(meta_rng), False)}"
         out.copy(source, path)
         pads.append(path)
     return pads
