@@ -38,8 +38,6 @@ def absolute_parameters(params: dict[str, Any]) -> dict[str, str]:
 
 def record_run(run_id: Any, params: dict[str, Any], lease_url: str | None = None) -> None:
     """Label the flow run with this process's identity, its lease and absolute parameters."""
-    from prefect.client.orchestration import get_client
-
     pid = os.getpid()
     labels: dict[str, Any] = {
         HOST: socket.gethostname(),
@@ -49,8 +47,39 @@ def record_run(run_id: Any, params: dict[str, Any], lease_url: str | None = None
     }
     if lease_url:
         labels[LEASE] = lease_url
-    with get_client(sync_client=True) as client:
-        client.update_flow_run_labels(run_id, labels)
+    _patch_labels(run_id, labels)
+
+
+#: Pauses (s) before each retry of the labels PATCH. The server reads the run, then writes it: on
+#: SQLite a write committed in between (the run's own state, its events) fails it at once with
+#: "database is locked" (a snapshot conflict no busy timeout waits for), answered 503. Prefect's
+#: client would back off 2 s, then 4 s, … for that; a retry a moment later succeeds.
+LABEL_RETRY_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+#: Answers worth retrying (Prefect's client retries the same ones).
+_RETRY_STATUS = (408, 429, 502, 503)
+
+
+def _patch_labels(run_id: Any, labels: dict[str, Any]) -> None:
+    """Merge `labels` into the flow run's, retrying a busy server after short pauses."""
+    import time
+
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    with (
+        temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}),
+        get_client(sync_client=True) as client,
+    ):
+        for pause in (*LABEL_RETRY_PAUSES, None):
+            try:
+                client.update_flow_run_labels(run_id, labels)
+                return
+            except (httpx.HTTPStatusError, httpx.TransportError) as exc:
+                status = getattr(getattr(exc, "response", None), "status_code", None)
+                if pause is None or (status is not None and status not in _RETRY_STATUS):
+                    raise
+            time.sleep(pause)
 
 
 def mark_crashed(run_id: Any, message: str) -> bool:
