@@ -244,3 +244,19 @@ def test_property_save_load_in_new_process_resolves_identically(prefect_server, 
 def test_invalid_layer_never_reaches_a_block():
     with pytest.raises(ConfigError):
         load_layer({"num_workers": 0}, layer="global")
+
+
+def test_block_schema_is_built_once_and_equals_prefects():
+    """The cached schema (Prefect asks for it per field on every save) is Prefect's own, with
+    the block's slug and description, and a caller changing its copy changes nothing."""
+    from prefect.blocks.core import Block
+
+    from prefect_hcs.blocks import HcsGlobalConfig, HcsPipelineConfig
+
+    for cls in (HcsGlobalConfig, HcsPipelineConfig):
+        schema = cls.model_json_schema()
+        assert schema == Block.model_json_schema.__func__(cls)
+        assert schema["block_type_slug"] == cls._block_type_slug
+        assert schema["description"] == cls._description
+        schema["properties"].clear()
+        assert cls.model_json_schema()["properties"], "the cache was changed through a copy"
