@@ -117,6 +117,15 @@ def _plate(tmp_path: Path) -> str:
     return str(plate)
 
 
+@pytest.fixture(scope="module")
+def local_run(prefect_server, tmp_path_factory) -> tuple[str, dict]:
+    """(plate, summary) of the plate run with local threads: the reference the Dask and the
+    SLURM runs must equal (made once; those tests only read its outputs)."""
+    tmp = tmp_path_factory.mktemp("local-run")
+    plate = _plate(tmp)
+    return plate, _run(plate, tmp, "threads", {"task_runner": "threads"})
+
+
 def _run(plate: str, tmp_path: Path, name: str, execution: dict) -> dict:
     from prefect_hcs.runtime.flow import process_plate
 
@@ -148,10 +157,9 @@ def _assert_same_outputs(local: dict, other: dict) -> None:
     assert validate_plate(other["output"]) == []
 
 
-def test_a_run_on_an_existing_dask_scheduler_uses_both_workers(dask_scheduler, tmp_path):
+def test_a_run_on_an_existing_dask_scheduler_uses_both_workers(dask_scheduler, local_run, tmp_path):
     address, workers = dask_scheduler
-    plate = _plate(tmp_path)
-    local = _run(plate, tmp_path, "threads", {"task_runner": "threads"})
+    plate, local = local_run
     remote = _run(plate, tmp_path, "dask", {"task_runner": "dask", "dask_address": address})
 
     _assert_same_outputs(local, remote)
@@ -199,7 +207,7 @@ def slurm(tmp_path_factory) -> Iterator:
 
 
 def test_a_run_through_slurm_runs_every_well_inside_slurm_jobs(
-    prefect_server, slurm, tmp_path, monkeypatch
+    prefect_server, slurm, local_run, tmp_path, monkeypatch
 ):
     pytest.importorskip("dask_jobqueue")
     from prefect_hcs.blocks.slurm import HcsSlurmCluster
@@ -218,8 +226,7 @@ def test_a_run_through_slurm_runs_every_well_inside_slurm_jobs(
         log_directory=str(tmp_path / "slurm-logs"),
         local_directory=str(tmp_path / "scratch"),
     ).save(name, overwrite=True)
-    plate = _plate(tmp_path)
-    local = _run(plate, tmp_path, "threads", {"task_runner": "threads"})
+    plate, local = local_run
     started = time.monotonic()
     on_slurm = _run(plate, tmp_path, "slurm", {"task_runner": "slurm", "slurm_cluster": name})
 
