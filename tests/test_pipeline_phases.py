@@ -10,7 +10,7 @@ import prefect_hcs.processing  # noqa: F401 - registers functions
 from prefect_hcs.config import load_layer
 from prefect_hcs.config.enums import Backend
 from prefect_hcs.pipeline.backends import choose_backends, materialized_backend, output_root
-from prefect_hcs.pipeline.chunks import chunk_wells
+from prefect_hcs.pipeline.chunks import MAX_CHUNK_WELLS, chunk_wells
 from prefect_hcs.pipeline.compiler import compile_plate
 from prefect_hcs.pipeline.discover import discover
 from prefect_hcs.pipeline.fingerprint import fingerprint_steps
@@ -173,14 +173,27 @@ def test_url_helpers():
 
 # 6. chunk ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("n_wells", "steps", "budget", "workers"), [(384, 10, 200, 4), (5, 3, 200, 1)]
+    ("n_wells", "budget", "workers"), [(384, 200, 4), (384, 30, 2), (5, 200, 1)]
 )
-def test_chunks_cover_every_well_once_within_the_budget(n_wells, steps, budget, workers):
+def test_chunks_cover_every_well_once_within_the_budget(n_wells, budget, workers):
     wells = tuple(f"W{i}" for i in range(n_wells))
-    chunks = chunk_wells(wells, steps, budget, workers)
+    chunks = chunk_wells(wells, budget, workers)
     assert tuple(w for c in chunks for w in c) == wells
-    assert steps * len(chunks) + PLATE_TASKS <= budget
-    assert chunk_wells((), steps, budget, workers) == ()
+    assert len(chunks) + PLATE_TASKS <= budget  # one task run per chunk, all steps
+    assert chunk_wells((), budget, workers) == ()
+
+
+@pytest.mark.parametrize(("n_wells", "workers"), [(24, 2), (96, 2), (96, 4)])
+def test_chunks_shrink_to_single_wells_at_the_end_with_several_workers(n_wells, workers):
+    sizes = [len(c) for c in chunk_wells(tuple(range(n_wells)), 200, workers)]
+    assert sizes == sorted(sizes, reverse=True)  # the big chunks first
+    assert max(sizes) <= MAX_CHUNK_WELLS and sizes[-workers:] == [1] * workers
+
+
+def test_one_worker_gets_full_chunks_and_a_tight_budget_bigger_ones():
+    assert [len(c) for c in chunk_wells(tuple(range(20)), 200, 1)] == [8, 8, 4]
+    tight = chunk_wells(tuple(range(384)), 4 + 10, 2)
+    assert len(tight) <= 10 and sum(map(len, tight)) == 384
 
 
 # 7. fingerprint ---------------------------------------------------------------------------------

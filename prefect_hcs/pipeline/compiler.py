@@ -116,5 +116,5 @@ def _compile(
     paths = plan_paths(found, res, checked, chosen, output_storage_options)
     _stop_on(paths.problems)
     max_runs = int(res.base.value("execution_config.max_task_runs"))
-    chunks = chunk_wells(res.wells, len(found.steps), max_runs, chosen.workers)
+    chunks = chunk_wells(res.wells, max_runs, chosen.workers)
     return freeze(found, res, checked, chosen, paths, chunks)
