@@ -76,6 +76,8 @@ def scale_out_runner(plan: PlatePlan) -> Iterator[Any]:
         runner = runner_cls(cluster_kwargs=_local_cluster_kwargs(plan))
         where = "a Dask LocalCluster"
     with contextlib.ExitStack() as stack:
+        if where == "a Dask LocalCluster":
+            stack.enter_context(_default_malloc_in_workers())
         stack.enter_context(runner)
         try:
             runner.client  # noqa: B018 - connect (or start the cluster) now, to fail clearly
@@ -95,6 +97,20 @@ def _dask_task_runner() -> type:
             "worker: `pip install prefect-hcs[dask]`, or set task_runner: threads"
         ) from None
     return DaskTaskRunner
+
+
+def _default_malloc_in_workers() -> contextlib.AbstractContextManager[Any]:
+    """While the LocalCluster starts: its worker processes keep glibc's own malloc thresholds.
+
+    Dask's nannies start workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also fixes glibc's
+    mmap threshold at 128 KiB: every array of a well is then mapped and unmapped again, each page
+    faulted in afresh. Measured on the demo pipeline (8 wells, 512²): 10× the page faults, sys
+    CPU 0.9 → 3.2 s, CPU inside the pipeline functions +35 %. Unset (dask's documented override,
+    a None value), a worker reuses the freed memory of the previous well instead.
+    """
+    import dask
+
+    return dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
 
 
 def _local_cluster_kwargs(plan: PlatePlan) -> dict[str, Any]:
