@@ -28,6 +28,7 @@ WELLS = ["A01", "A02", "B01", "B02"]
 RAW, RESULTS = "raw-plates", "hcs-results"
 PLATE = f"s3://{RAW}/instrument-7/S3Plate"
 RAW_OPTS = {"credentials_block": "minio-credentials/raw-store"}
+CLI = str(Path(sys.executable).with_name("prefect-hcs"))  # this venv's, with or without PATH
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +211,7 @@ def test_cli_validates_the_output_on_s3_through_a_credentials_block(s3, blocks):
     zarr_url = f"s3://{RESULTS}/clean/S3Plate_hcs/S3Plate.ome.zarr"
     opts = json.dumps({"credentials_block": "results-store", "endpoint_url": s3.endpoint})
     out = subprocess.run(
-        ["prefect-hcs", "validate", zarr_url, "--storage-options", opts],
+        [CLI, "validate", zarr_url, "--storage-options", opts],
         capture_output=True, text=True, timeout=300, env=dict(os.environ),
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
@@ -381,7 +382,7 @@ def test_missing_bucket_wrong_endpoint_and_refused_credentials_fail_at_compile(
 
 def test_cli_plan_prints_one_line_for_refused_credentials(s3, blocks, prefect_server):
     out = subprocess.run(
-        ["prefect-hcs", "plan", PLATE, "--storage-options", '{"credentials_block": "wrong-secret"}'],
+        [CLI, "plan", PLATE, "--storage-options", '{"credentials_block": "wrong-secret"}'],
         capture_output=True, text=True, timeout=180, env=dict(os.environ),
     )  # fmt: skip
     assert out.returncode != 0
