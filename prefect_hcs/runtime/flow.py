@@ -116,9 +116,7 @@ def _process(
         logger.warning("plate: %s", warning)
     monitor.start(plan, opts)
     publish_fingerprints(plan)
-    progress.emit(
-        {"event": "compiled", "wells": len(plan.wells), "tasks": len(plan.steps) * len(plan.chunks)}
-    )
+    progress.emit({"event": "compiled", "wells": len(plan.wells), "tasks": plan.task_count})
     prepare_outputs_task.with_options(task_run_name="prepare-outputs" + label)(
         quoted(plan.output), plan.plate_id, plan.wells, overwrite
     )
