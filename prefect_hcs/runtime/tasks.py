@@ -93,9 +93,10 @@ def run_chunk_task(
 
     One task run per chunk instead of one per chunk and step: each task run costs Prefect state
     round-trips, and steps of one well then hand their arrays over without serialising them.
-    Failures and retries: a deterministic failure fails only its
-    well (at the step that failed), a transient one fails the task so Prefect retries it; wells
-    finished in this process are not recomputed on the retry.
+    Failures and retries: a deterministic failure fails only its well (at the step that
+    failed); a transient one fails the task so Prefect retries it, and wells finished in this
+    process are not recomputed on the retry. On the last attempt a transient failure also fails
+    only its well: one unreachable well does not take the rest of its chunk down with it.
     """
     logger = get_run_logger()
     results: list[WellStepRun] = []
@@ -119,7 +120,7 @@ def run_chunk_task(
                 where=where,
             )
         except StepFailedError as failed:
-            if is_transient(failed.error):
+            if is_transient(failed.error) and not _last_attempt():
                 failed.error.hcs_step = failed.step  # type: ignore[attr-defined]
                 raise failed.error  # noqa: B904 - the original error, for Prefect's retry
             failures[well] = reason(failed.error)
@@ -144,6 +145,20 @@ def run_chunk_task(
         f"; {len(failures)} failed" if failures else "",
     )
     return ChunkOutcome(results=tuple(results), failures=failures, failed_steps=failed_steps)
+
+
+def _last_attempt() -> bool:
+    """Whether this run of the task is its last (no Prefect retry left).
+
+    A transient error then fails only its well, like any other error: the chunk's other wells
+    still run, and those done before it are not reported as failed.
+    """
+    from prefect.context import TaskRunContext
+
+    ctx = TaskRunContext.get()
+    if ctx is None:
+        return True
+    return ctx.task_run.run_count > ctx.task.retries
 
 
 def reason(exc: BaseException) -> str:
