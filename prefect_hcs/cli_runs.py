@@ -118,6 +118,9 @@ def run_flow(
 
     if "://" not in plate:  # the run records (and retry-failed replays) an absolute path
         plate = os.path.join(os.getcwd(), os.path.expanduser(plate))  # keeps '..' to refuse
+        # a typo: one line, before any Prefect server is started ('..' is the compiler's to refuse)
+        if ".." not in plate.split(os.sep) and not os.path.exists(plate):
+            fail(f"plate folder not found: {plate}. Check the path, or give an fsspec URL.")
 
     from prefect_hcs.runtime.api import ensure_api
 

@@ -205,6 +205,21 @@ def test_a_busy_requested_port_is_one_clear_line_and_starts_nothing(tmp_path, ho
     assert not (Path(env["PREFECT_HOME"]) / RECORD).exists()
 
 
+def test_a_mistyped_plate_folder_is_one_line_and_starts_no_server(tmp_path):
+    """With no API configured, `run` would start a local server: not for a plate that is not there."""
+    env = _profile_home(tmp_path)
+    home = Path(env["PREFECT_HOME"])
+    before = sorted(p.relative_to(home) for p in home.rglob("*"))
+    out = _hcs(env, "run", str(tmp_path / "no-such-plate"), timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "plate folder not found" in lines[0] and "no-such-plate" in lines[0], lines[0]
+    assert STARTED not in out.stdout + out.stderr
+    assert not (home / RECORD).exists()
+    assert sorted(p.relative_to(home) for p in home.rglob("*")) == before  # nothing written
+
+
 def test_a_busy_default_port_gives_way_to_a_free_one():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
