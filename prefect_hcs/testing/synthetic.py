@@ -34,7 +34,7 @@ from scipy import ndimage
 
 from prefect_hcs.formats.fsio import resolve
 from prefect_hcs.formats.wells import split_well
-from prefect_hcs.testing.synthetic_metaseries import metaseries_description
+from prefect_hcs.testing.synthetic_metaseries import calibration_props, metaseries_description
 from prefect_hcs.testing.synthetic_scene import JITTER_PX, place_nuclei, render_signals, tile_noise
 
 IX_CHANNELS = ("DAPI", "FITC", "TexasRed", "Cy5", "Cy3", "CFP")
@@ -75,14 +75,7 @@ def _metaxpress_description(
 ) -> str:
     return metaseries_description(
         {
-            "plane-type": ("string", "plane"),
-            "pixel-size-x": ("int", str(size)),
-            "pixel-size-y": ("int", str(size)),
-            "bits-per-pixel": ("int", "16"),
-            "spatial-calibration-state": ("bool", "on"),
-            "spatial-calibration-x": ("float", f"{pixel_um:.6g}"),
-            "spatial-calibration-y": ("float", f"{pixel_um:.6g}"),
-            "spatial-calibration-units": ("string", "um"),
+            **calibration_props(size, pixel_um),
             "stage-position-x": ("float", f"{stage_xy[0]:.4f}"),
             "stage-position-y": ("float", f"{stage_xy[1]:.4f}"),
             "z-position": ("float", f"{z_um:.4f}"),

@@ -21,6 +21,7 @@ __all__ = [
     "OBJECTIVE",
     "PlaneFacts",
     "Variant",
+    "calibration_props",
     "file_name",
     "metaseries_description",
     "metaseries_tiff",
@@ -78,11 +79,9 @@ class PlaneFacts:
     time: datetime
 
 
-def plane_props(
-    p: PlaneFacts, illumination: str, wavelength_nm: int, size: int, pixel_um: float
-) -> dict[str, tuple[str, Any]]:
-    """The MetaSeries ``<prop>`` entries MetaXpress writes for one plane, by id: (type, value)."""
-    props: dict[str, tuple[str, Any]] = {
+def calibration_props(size: int, pixel_um: float) -> dict[str, tuple[str, Any]]:
+    """The first MetaSeries ``<prop>`` entries of every plane: type, size, bit depth, calibration."""
+    return {
         "plane-type": ("string", "plane"),
         "pixel-size-x": ("int", size),
         "pixel-size-y": ("int", size),
@@ -91,6 +90,15 @@ def plane_props(
         "spatial-calibration-x": ("float", f"{pixel_um:.6g}"),
         "spatial-calibration-y": ("float", f"{pixel_um:.6g}"),
         "spatial-calibration-units": ("string", "um"),
+    }
+
+
+def plane_props(
+    p: PlaneFacts, illumination: str, wavelength_nm: int, size: int, pixel_um: float
+) -> dict[str, tuple[str, Any]]:
+    """The MetaSeries ``<prop>`` entries MetaXpress writes for one plane, by id: (type, value)."""
+    props: dict[str, tuple[str, Any]] = {
+        **calibration_props(size, pixel_um),
         "stage-position-x": ("float", f"{p.stage[0]:.2f}"),
         "stage-position-y": ("float", f"{p.stage[1]:.2f}"),
         "z-position": ("float", f"{p.z_um:.3f}"),
