@@ -369,3 +369,18 @@ def test_blocks_apply_saves_a_slurm_block_and_refuses_a_secret(prefect_server, t
     )
     assert "s3cr3t-value" not in bad.stdout + bad.stderr
     assert HcsSlurmCluster.load(name, _sync=True).partition == "short"  # unchanged
+
+
+def test_local_cluster_workers_keep_glibcs_malloc_thresholds(tmp_path):
+    """Dask's nannies set MALLOC_TRIM_THRESHOLD_=65536 in every worker (+35 % CPU in the
+    pipeline functions, benchmarks/README.md); the LocalCluster a plate run starts must not."""
+    from prefect_hcs.runtime.clusters import scale_out_runner
+    from prefect_hcs.runtime.compile import compile_from_parameters
+
+    plate = _plate(tmp_path)
+    g = tmp_path / "g.yaml"
+    g.write_text(yaml.safe_dump({"num_workers": 1, "execution_config": {"task_runner": "dask"}}))
+    plan = compile_from_parameters(plate, "demo", str(g), None, {})
+    with scale_out_runner(plan) as runner:
+        env = runner.client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    assert env and set(env.values()) == {None}, env

@@ -75,8 +75,9 @@ def scale_out_runner(plan: PlatePlan) -> Iterator[Any]:
     else:
         runner = runner_cls(cluster_kwargs=_local_cluster_kwargs(plan))
         where = "a Dask LocalCluster"
+    local = plan.task_runner != "slurm" and not plan.dask_address  # a LocalCluster we start
     with contextlib.ExitStack() as stack:
-        if where == "a Dask LocalCluster":
+        if local:
             stack.enter_context(_default_malloc_in_workers())
         stack.enter_context(runner)
         try:
