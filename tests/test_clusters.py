@@ -253,7 +253,7 @@ def _queued(slurm) -> list[str]:
     ("execution", "expected"),
     [
         (
-            {"dask_address": "tcp://127.0.0.1:8786"},
+            {"task_runner": "threads", "dask_address": "tcp://127.0.0.1:8786"},
             "execution_config.dask_address (global layer: execution_config.dask_address",
         ),
         (
@@ -265,7 +265,10 @@ def _queued(slurm) -> list[str]:
             "is not a Dask scheduler address",
         ),
         ({"task_runner": "slurm"}, "execution_config.slurm_cluster is unset"),
-        ({"slurm_cluster": "hpc"}, "is only used with task_runner 'slurm'"),
+        (
+            {"task_runner": "processes", "slurm_cluster": "hpc"},
+            "is only used with task_runner 'slurm'",
+        ),
     ],
 )
 def test_inconsistent_execution_settings_fail_at_compile_time(tmp_path, execution, expected):

@@ -403,7 +403,7 @@ def test_dask_scale_out_gives_identical_outputs_from_worker_processes(
     wells = ["A01", "A02", "B01"]
     plate = _small_plate(tmp_path / "Scale", wells, seed=25)
     summaries = {}
-    for runner in ("threads", "dask"):
+    for runner in ("threads", "processes", "dask"):
         cfg = tmp_path / f"global-{runner}.yaml"
         cfg.write_text(
             yaml.safe_dump(
@@ -434,6 +434,13 @@ def test_dask_scale_out_gives_identical_outputs_from_worker_processes(
     dask_pids = {p for pids in d["worker_pids"].values() for p in pids}
     assert set(d["worker_pids"]) == set(wells)
     assert me not in dask_pids and len(dask_pids) >= 2, d["worker_pids"]
+    p = summaries["processes"]
+    for well in wells:
+        np.testing.assert_array_equal(
+            read_well_image(t["output"], well, 0), read_well_image(p["output"], well, 0)
+        )
+    pool_pids = {pid for pids in p["worker_pids"].values() for pid in pids}
+    assert me not in pool_pids and len(pool_pids) == 2, p["worker_pids"]
 
 
 @pytest.mark.server

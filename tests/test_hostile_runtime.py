@@ -424,8 +424,12 @@ def test_a_plane_replaced_while_it_is_read_is_not_accepted_on_resume(
             swapped.append(url)
         return pixels
 
-    monkeypatch.setattr(hio, "read_source_plane", read_then_replace)
-    assert process_plate(plate=str(plate), return_state=True).is_completed()
+    monkeypatch.setattr(hio, "read_source_plane", read_then_replace)  # in this process:
+    threads = tmp_path / "threads.yaml"  # the wells must run in it, not in worker processes
+    threads.write_text("execution_config: {task_runner: threads}\n")
+    assert process_plate(
+        plate=str(plate), global_config=str(threads), return_state=True
+    ).is_completed()
     assert swapped
     monkeypatch.setattr(hio, "read_source_plane", real_read)
     again = process_plate(plate=str(plate), return_state=True)

@@ -32,10 +32,15 @@ class ZarrCompressor(StrEnum):
 
 
 class TaskRunnerKind(StrEnum):
-    """Threads share one process (intermediates stay in memory); dask spreads wells over processes
-    (a LocalCluster, or an existing scheduler); slurm runs them in SLURM jobs (dask-jobqueue)."""
+    """Where the step tasks run. auto (the default) picks processes for several workers and
+    threads otherwise (docs/scale-out.md); threads share the flow's process; processes run each
+    chunk of wells in a worker process of a pool on this machine (the GIL does not serialise
+    them); dask spreads wells over a Dask cluster (a LocalCluster, or an existing scheduler);
+    slurm runs them in SLURM jobs (dask-jobqueue)."""
 
+    AUTO = "auto"
     THREADS = "threads"
+    PROCESSES = "processes"
     DASK = "dask"
     SLURM = "slurm"
 

@@ -93,7 +93,11 @@ class ZarrConfig(ConfigSection):
 class ExecutionConfig(ConfigSection):
     """How the flow runs tasks: runner, task granularity, retries for transient failures."""
 
-    task_runner: TaskRunnerKind = Field(default=TaskRunnerKind.THREADS, description="Task runner.")
+    task_runner: TaskRunnerKind = Field(
+        default=TaskRunnerKind.AUTO,
+        description="Task runner: auto (processes for several workers, else threads), threads, "
+        "processes, dask or slurm.",
+    )
     dask_address: str | None = Field(
         default=None,
         description="Existing Dask scheduler (tcp://host:8786) for task_runner dask; "

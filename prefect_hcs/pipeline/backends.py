@@ -1,8 +1,9 @@
 """Phase 4 of the compiler, choose backends: where outputs, intermediates and checkpoints go.
 
 Decides the output root (and whether it is a filesystem or the OMERO plate), the final image
-backend (OME-Zarr or OMERO annotations), where intermediates live (memory with threads, else
-disk), and each step's read and checkpoint backends — each with the reason the plan records.
+backend (OME-Zarr or OMERO annotations), where intermediates live (memory when all the steps of
+a well run in one process, else disk), and each step's read and checkpoint backends, each with
+the reason the plan records.
 A backend the plate cannot take is a problem naming the field, its layer and the fix.
 """
 
@@ -16,7 +17,12 @@ from prefect_hcs.config.resolver import ResolvedConfig
 from prefect_hcs.formats.fsio import join_url
 from prefect_hcs.formats.layout import PlateLayout
 from prefect_hcs.pipeline import checks
-from prefect_hcs.pipeline.execution import ExecutionTarget, execution_target
+from prefect_hcs.pipeline.execution import (
+    LOCAL_RUNNERS,
+    ExecutionTarget,
+    choose_runner,
+    execution_target,
+)
 from prefect_hcs.pipeline.model import Step
 from prefect_hcs.pipeline.resolution import Resolution
 from prefect_hcs.pipeline.shapes import PipelineCheck
@@ -66,17 +72,17 @@ def choose_backends(res: Resolution, steps: tuple[Step, ...], checked: PipelineC
     """Phase 4: every backend of the run, with its reason; what cannot work is a problem."""
     layout, base = res.layout, res.base
     problems: list[str] = []
-    runner = plain(base.value("execution_config.task_runner"))
-    target = execution_target(base, runner)
-    problems += target.problems
     root, root_backend, root_reason = output_root(layout, base, "path_planning_config")
     problems += _root_problems(layout, base, root, root_backend)
+    in_process = _in_flow_process(layout, root, root_backend)
+    functions = function_refs(steps)
+    runner, _, _ = choose_runner(base, in_process, functions, memory_checkpoints=False)
     in_memory, why_not = intermediates_in_memory(base, runner, root_backend)
     problems += why_not
     inter = Backend.MEMORY if in_memory else Backend.DISK
     image = Backend.ZARR if root_backend == Backend.DISK else Backend.OMERO
     inter_reason = (
-        "intermediate in memory: tasks share one process (threads)"
+        "intermediate in memory: a well's steps run in one process"
         if in_memory
         else f"intermediate on disk: task runner {runner!r} may use other processes"
     )
@@ -97,6 +103,10 @@ def choose_backends(res: Resolution, steps: tuple[Step, ...], checked: PipelineC
                 **_checkpoints(layout, resolved, where, problems),
             )
         )
+    memory_checkpoints = any(c.checkpoints and c.materialized == Backend.MEMORY for c in chosen)
+    runner, _, runner_problems = choose_runner(base, in_process, functions, memory_checkpoints)
+    target = execution_target(base, runner)
+    problems += runner_problems + target.problems
     return Backends(
         runner=runner,
         workers=int(base.value("num_workers")),
@@ -114,6 +124,31 @@ def choose_backends(res: Resolution, steps: tuple[Step, ...], checked: PipelineC
         steps=tuple(chosen),
         problems=tuple(problems),
     )
+
+
+def _in_flow_process(layout: PlateLayout, root: str, root_backend: Backend) -> str:
+    """Why the plate or the output exists only in the flow's process ("" if it does not)."""
+    if root_backend == Backend.OMERO or layout.format == "omero":
+        return "the plate or the output is on OMERO, whose connection lives in the flow's process"
+    for what, url in (("plate", layout.url), ("output", root)):
+        if str(url).startswith("memory://"):
+            return f"the {what} is in memory:// ({url}), which only the flow's process sees"
+    return ""
+
+
+def function_refs(steps: tuple[Step, ...]) -> dict[str, str]:
+    """{function name: "module:qualname"} of every registered function the steps call."""
+    from prefect_hcs.processing.registry import get_function
+
+    refs = {}
+    for step in steps:
+        for name in step.function_names():
+            try:
+                func = get_function(name).func
+            except Exception:  # noqa: BLE001 - an unknown name is reported by the checks phase
+                continue
+            refs[name] = f"{func.__module__}:{func.__qualname__}"
+    return refs
 
 
 def output_root(
@@ -206,8 +241,9 @@ def intermediates_in_memory(
     """(whether intermediates stay in memory, problems) from `vfs_config.intermediate_backend`."""
     requested = plain(base.value("vfs_config.intermediate_backend"))
     problems = []
-    in_memory = requested == "memory" or (requested == "auto" and runner == "threads")
-    if requested == "memory" and runner != "threads":
+    local = runner in LOCAL_RUNNERS  # a well's steps all run in one process
+    in_memory = requested == "memory" or (requested == "auto" and local)
+    if requested == "memory" and not local:
         problems.append(
             "vfs_config.intermediate_backend is 'memory' but execution_config.task_runner is "
             f"{runner!r}: tasks may run in separate processes and would not see each other's "

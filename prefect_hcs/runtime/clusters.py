@@ -1,5 +1,7 @@
 """Where a plate run's step tasks execute: the flow's threads, a Dask cluster, or SLURM jobs.
 
+(``task_runner: processes`` runs the tasks as threads too; `process_pool` runs their chunks.)
+
 The compiled plan says which (`task_runner`, `dask_address`, `slurm_cluster`); `scale_out_runner`
 turns that into a started `prefect_dask.DaskTaskRunner`, entered inside the flow body so the flow
 keeps its own runner: only the per-chunk step tasks go to Dask, while compile, prepare and finalize
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prefect_hcs.errors import UserFacingError
+from prefect_hcs.pipeline.execution import LOCAL_RUNNERS
 from prefect_hcs.pipeline.plan import PlatePlan
 
 
@@ -31,7 +34,7 @@ def preflight(plan: PlatePlan) -> None:
     Checks that prefect-dask (and dask-jobqueue) are installed, that the SLURM block exists and
     that an existing Dask scheduler answers; `scale_out_runner` then starts or connects for real.
     """
-    if plan.task_runner == "threads":
+    if plan.task_runner in LOCAL_RUNNERS:
         return
     _dask_task_runner()
     if plan.task_runner == "slurm":
@@ -57,7 +60,7 @@ def _probe_scheduler(address: str) -> None:
 @contextlib.contextmanager
 def scale_out_runner(plan: PlatePlan) -> Iterator[Any]:
     """A started task runner for the plan's step tasks, or None for the flow's own threads."""
-    if plan.task_runner == "threads":
+    if plan.task_runner in LOCAL_RUNNERS:  # processes: the tasks are threads, see process_pool
         yield None
         return
     runner_cls = _dask_task_runner()
@@ -164,7 +167,7 @@ def describe(plan: PlatePlan) -> str:
         return f"slurm:{plan.slurm_cluster}"
     if plan.task_runner == "dask":
         return plan.dask_address or "dask:local"
-    return "threads"
+    return plan.task_runner
 
 
 def where() -> dict[str, Any]:

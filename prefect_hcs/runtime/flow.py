@@ -12,24 +12,25 @@ from this flow process only.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 from prefect import get_run_logger
 
 from prefect_hcs.errors import UserFacingError
-from prefect_hcs.pipeline.plan import StepPlan
+from prefect_hcs.pipeline.plan import PlatePlan, StepPlan
 from prefect_hcs.pipeline.secrets import PlainMapping, PlainStr
-from prefect_hcs.runtime import clusters, progress, run_guard
+from prefect_hcs.runtime import clusters, process_pool, progress, run_guard
 from prefect_hcs.runtime.guard import guarded_flow
 from prefect_hcs.runtime.monitoring import PlateMonitor
 from prefect_hcs.runtime.plan_artifacts import publish_fingerprints
-from prefect_hcs.runtime.plate_steps import plate_steps_task
 from prefect_hcs.runtime.scheduler import run_chunks
 from prefect_hcs.runtime.tasks import (
     check_completed_task,
     compile_plan_task,
     finalize_outputs_task,
+    plate_steps_task,
     prepare_outputs_task,
     quoted,
 )
@@ -102,6 +103,8 @@ def _process(
         plate, pipeline, global_config, pipeline_config, opts, output_storage_options
     )
     clusters.preflight(plan)  # an unusable cluster fails here, before any output is written
+    if plan.task_runner == "processes":
+        process_pool.prestart()  # its imports overlap preparing the outputs
     label = f" · {plan.plate_id}"  # plate-level task runs carry the plate in their names
     run_guard.take_output_lease(plan, params, logger)  # one owner per output, before any write
     logger.info(
@@ -139,8 +142,9 @@ def _process(
         if p.well not in skipped:
             by_chunk.setdefault(chunk_of[p.well], []).append(p)
 
-    with clusters.scale_out_runner(plan) as runner:
-        done_wells, failures, pids = run_chunks(plan, by_chunk, opts, runner, monitor)
+    with clusters.scale_out_runner(plan) as runner, _worker_pool(plan):
+        totals = run_chunks(plan, by_chunk, opts, runner, monitor)
+    done_wells, failures, pids = totals.done_wells, totals.failures, totals.placement
 
     summary: dict[str, Any] = {
         "plate_id": plan.plate_id,
@@ -154,6 +158,7 @@ def _process(
         "cluster": clusters.describe(plan),
         "worker_pids": {w: sorted({p["pid"] for p in ps}) for w, ps in pids.items()},
         "placement": pids,
+        "worker_peak_rss_mb": {str(pid): mb for pid, mb in sorted(totals.peak_rss_mb.items())},
         "seconds": round(time.perf_counter() - started, 2),
     }
     if failures:
@@ -170,6 +175,15 @@ def _process(
         summary["seconds"],
     )
     return summary
+
+
+def _worker_pool(plan: PlatePlan) -> contextlib.AbstractContextManager[Any]:
+    """The run's worker processes (``task_runner: processes``), closed when the wells are done."""
+    if plan.task_runner != "processes":
+        return contextlib.nullcontext()
+    from prefect.runtime import flow_run
+
+    return process_pool.pool_for_run(str(flow_run.id or ""), plan.num_workers)
 
 
 class PlateRunError(UserFacingError, RuntimeError):

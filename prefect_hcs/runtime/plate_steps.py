@@ -6,6 +6,7 @@ output root, with the plan's fingerprint and the stamps (size, modification time
 it read. A stored result is reused only when both match — a retried or resumed plate does not
 re-read the plate, a replaced source file recomputes it. `resolve_plate_inputs` loads the result
 into a step plan's metadata for the worker (checking it is the one the plan was compiled for).
+No Prefect here (worker processes import this); the task is `tasks.plate_steps_task`.
 """
 
 from __future__ import annotations
@@ -14,14 +15,12 @@ import io
 from typing import Any
 
 import numpy as np
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from prefect_hcs.pipeline.plan import PlatePlan, StepPlan, fingerprint_of
 from prefect_hcs.pipeline.plate_steps import PlateStepPlan
 from prefect_hcs.runtime import io as hio
 
-__all__ = ["plate_steps_task", "resolve_plate_inputs", "run_plate_steps", "stale_plate_results"]
+__all__ = ["resolve_plate_inputs", "run_plate_steps", "stale_plate_results"]
 
 _LOADED: dict[str, dict[str, Any]] = {}
 
@@ -118,15 +117,6 @@ def stale_plate_results(plan: PlatePlan, storage_options: dict[str, Any] | None 
         ):
             stale.add(step.result_url)
     return stale
-
-
-@task(name="plate-step", cache_policy=NO_CACHE)
-def plate_steps_task(plan: PlatePlan, storage_options: dict[str, Any]) -> list[str]:
-    """The plate-level steps of a run (e.g. the illumination estimate), before any well step."""
-    done = run_plate_steps(plan, storage_options)
-    for line in done:
-        get_run_logger().info("plate-level step %s", line)
-    return done
 
 
 def resolve_plate_inputs(plan: StepPlan, storage_options: dict[str, Any] | None = None) -> StepPlan:

@@ -37,3 +37,5 @@ class ChunkOutcome(BaseModel):
     failed_steps: dict[str, str] = Field(
         default_factory=dict, description="{well: name of the step that failed}."
     )
+    pid: int = Field(default=0, description="Process that ran the chunk.")
+    peak_rss_mb: float = Field(default=0.0, description="That process's peak RSS so far (MB).")

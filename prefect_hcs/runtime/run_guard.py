@@ -10,7 +10,9 @@ OMERO outputs have no atomic create and are not leased (docs/bad-input.md).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan
@@ -84,3 +86,18 @@ def assert_lease_held(output: OutputPlan) -> None:
     if held is not None and held.lost:
         raise LeaseLostError(held.lost)
     check_owner(output.root, run_id, output.storage_options)
+
+
+def worker_lease_check(output: OutputPlan) -> Callable[[], None] | None:
+    """`assert_lease_held` for a worker process: a picklable check of the lease file.
+
+    Raises LeaseLostError now if the flow already knows the lease is lost; the check returned
+    reads the lease file (the flow's heartbeat state stays in the flow process). None: no lease.
+    """
+    run_id, _ = _current_run()
+    if run_id is None or output.root_backend != "disk":
+        return None
+    held = _HELD.get(run_id)
+    if held is not None and held.lost:
+        raise LeaseLostError(held.lost)
+    return functools.partial(check_owner, output.root, run_id, output.storage_options)

@@ -5,14 +5,16 @@ Runs in the flow process; it hears of every finished chunk first, so progress is
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect.futures import as_completed
 
 from prefect_hcs.pipeline.plan import PlatePlan, StepPlan
 from prefect_hcs.runtime import progress
+from prefect_hcs.runtime.chunk import reason
 from prefect_hcs.runtime.monitoring import PlateMonitor
-from prefect_hcs.runtime.tasks import quoted, reason, retry_transient_only, run_chunk_task
+from prefect_hcs.runtime.tasks import quoted, retry_transient_only, run_chunk_task
 
 
 def wells_label(wells: tuple[str, ...] | list[str]) -> str:
@@ -25,23 +27,33 @@ def steps_label(steps: tuple[str, ...] | list[str]) -> str:
     return steps[0] if len(steps) == 1 else f"{steps[0]}→{steps[-1]}"
 
 
+@dataclass
+class ChunkTotals:
+    """What the chunks of a run gave: completed wells, failures, where each ran, worker memory."""
+
+    done_wells: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    placement: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    peak_rss_mb: dict[int, float] = field(default_factory=dict)
+
+
 def run_chunks(
     plan: PlatePlan,
     by_chunk: dict[int, list[StepPlan]],
     opts: dict[str, Any],
     runner: Any,
     monitor: PlateMonitor | None = None,
-) -> tuple[list[str], dict[str, str], dict[str, list[dict[str, Any]]]]:
+) -> ChunkTotals:
     """The flow-side scheduler: one task per chunk, at most `num_workers` of them in flight.
 
     `runner` is a started task runner to submit to (Dask), or None for the flow's own runner;
     `monitor` hears of every finished chunk (in this process, so progress is exact).
-    Returns (completed wells, {well: failure}, {well: where each step ran (clusters.where)}).
+    Returns the completed wells, {well: failure}, {well: where each step ran
+    (clusters.where)} and {pid: peak RSS in MB} of the processes that ran chunks.
     """
-    failures: dict[str, str] = {}
+    totals = ChunkTotals()
+    failures, done_wells, pids = totals.failures, totals.done_wells, totals.placement
     pending: dict[Any, int] = {}
-    done_wells: list[str] = []
-    pids: dict[str, list[dict[str, Any]]] = {}
     label = steps_label(plan.steps)
     queue = sorted(by_chunk)
 
@@ -79,6 +91,8 @@ def run_chunks(
         else:
             for r in outcome.results:
                 pids.setdefault(r.well, []).append({"step": r.step, **r.where})
+            rss = totals.peak_rss_mb
+            rss[outcome.pid] = max(rss.get(outcome.pid, 0.0), round(outcome.peak_rss_mb, 1))
             new_failures = {
                 w: (outcome.failed_steps.get(w, label), why) for w, why in outcome.failures.items()
             }
@@ -97,4 +111,5 @@ def run_chunks(
             if monitor is not None:
                 monitor.wells_done(survivors)
         fill()
-    return done_wells, failures, dict(sorted(pids.items()))
+    totals.placement = dict(sorted(pids.items()))
+    return totals

@@ -20,6 +20,9 @@ from prefect_hcs.storage import object_store
 #: The storage-option key that names a credentials block (never a secret itself).
 CREDENTIALS_KEY = "credentials_block"
 
+#: {block name: fsspec credentials} the flow handed to this worker process (`use_credentials`).
+_GIVEN: dict[str, dict[str, Any]] = {}
+
 
 def fsspec_options(url: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
     """Options for ``fsspec.url_to_fs(url, **options)``.
@@ -37,9 +40,35 @@ def fsspec_options(url: str, options: Mapping[str, Any] | None) -> dict[str, Any
     ref = opts.pop(CREDENTIALS_KEY, None)
     if not ref:
         return object_store.merge_options({}, opts)
+    if str(ref) in _GIVEN:
+        return object_store.merge_options(dict(_GIVEN[str(ref)]), opts)
     from prefect_hcs.blocks.storage_credentials import credentials_options
 
     return object_store.merge_options(credentials_options(str(ref)), opts)
+
+
+def credentials_for(*options: Mapping[str, Any] | OutputPlan | None) -> dict[str, dict[str, Any]]:
+    """{block name: fsspec credentials} of every credentials block `options` name.
+
+    Loaded here (the flow process) for a worker process that has no Prefect client: they hold
+    secrets and only ever travel to that process's `use_credentials`, never into a plan, a
+    parameter, a log or a result.
+    """
+    refs = set()
+    for opts in options:
+        mapping = opts.storage_options if isinstance(opts, OutputPlan) else opts
+        if mapping and mapping.get(CREDENTIALS_KEY):
+            refs.add(str(mapping[CREDENTIALS_KEY]))
+    if not refs:
+        return {}
+    from prefect_hcs.blocks.storage_credentials import credentials_options
+
+    return {ref: credentials_options(ref) for ref in sorted(refs)}
+
+
+def use_credentials(given: Mapping[str, dict[str, Any]]) -> None:
+    """In a worker process: use these credentials (from `credentials_for`) for their blocks."""
+    _GIVEN.update(given)
 
 
 def check_location(url: str, options: Mapping[str, Any] | None, role: str) -> None:

@@ -8,26 +8,22 @@ any other error of a well fails only that well.
 
 from __future__ import annotations
 
-import os
-import time
 from typing import Any, TypeVar, cast
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run as prefect_flow_run
 from prefect.runtime import task_run as prefect_task_run
 from prefect.utilities.annotations import quote
 
-from prefect_hcs.errors import UserFacingError
 from prefect_hcs.pipeline.plan import OutputPlan, PlatePlan, StepPlan
-from prefect_hcs.runtime import clusters, run_guard
+from prefect_hcs.runtime import clusters, process_pool, run_guard
+from prefect_hcs.runtime.chunk import execute_chunk, is_transient
 from prefect_hcs.runtime.compile import compile_from_parameters
 from prefect_hcs.runtime.plate_outputs import finalize_outputs, prepare_outputs
-from prefect_hcs.runtime.results import ChunkOutcome, WellStepRun
+from prefect_hcs.runtime.plate_steps import run_plate_steps
+from prefect_hcs.runtime.results import ChunkOutcome
 from prefect_hcs.runtime.resume import completed_wells
-from prefect_hcs.runtime.worker import StepFailedError, run_well_chain
-
-_TRANSIENT = (TimeoutError, ConnectionError)
-
 
 T = TypeVar("T")
 
@@ -39,17 +35,6 @@ def quoted(value: T) -> T:
     walking its fields); its type stubs only know the wrapper, ``quote[T]``.
     """
     return cast(T, quote(value))
-
-
-def is_transient(exc: BaseException | None) -> bool:
-    """Worth retrying: I/O timeouts, dropped connections, anything marked `transient = True`."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, _TRANSIENT) or getattr(exc, "transient", False):
-            return True
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return False
 
 
 def retry_transient_only(task_obj: Any, task_run: Any, state: Any) -> bool:
@@ -93,58 +78,44 @@ def run_chunk_task(
 
     One task run per chunk instead of one per chunk and step: each task run costs Prefect state
     round-trips, and steps of one well then hand their arrays over without serialising them.
+    With ``task_runner: processes`` the chunk runs in a worker process of the run's pool (this
+    task waits for it in a flow thread), else in this thread (`chunk.execute_chunk`).
     Failures and retries: a deterministic failure fails only its well (at the step that
     failed); a transient one fails the task so Prefect retries it, and wells finished in this
     process are not recomputed on the retry. On the last attempt a transient failure also fails
     only its well: one unreachable well does not take the rest of its chunk down with it.
     """
     logger = get_run_logger()
-    results: list[WellStepRun] = []
-    failures: dict[str, str] = {}
-    failed_steps: dict[str, str] = {}
-    per_step: dict[str, float] = {}
-    start = time.perf_counter()
-    by_well: dict[str, list[StepPlan]] = {}
-    for p in sorted(plans, key=lambda p: p.step_index):
-        by_well.setdefault(p.well, []).append(p)
-    where = clusters.where()
     attempt = str(prefect_task_run.id or "")  # the same across retries of this task run
-    for well, chain in by_well.items():
-        try:
-            done = run_well_chain(
-                chain,
-                output,
-                storage_options,
-                lambda: run_guard.assert_lease_held(output),
-                attempt_key=attempt,
-                where=where,
-            )
-        except StepFailedError as failed:
-            if is_transient(failed.error) and not _last_attempt():
-                failed.error.hcs_step = failed.step  # type: ignore[attr-defined]
-                raise failed.error  # noqa: B904 - the original error, for Prefect's retry
-            failures[well] = reason(failed.error)
-            failed_steps[well] = failed.step
-            logger.error(  # a traceback for bugs; an input problem is its message
-                "well %s, step %s failed: %s",
-                well,
-                failed.step,
-                failed.error,
-                exc_info=failed.error if not isinstance(failed.error, UserFacingError) else None,
-            )
-            continue
-        for r in done:
-            per_step[r.step] = per_step.get(r.step, 0.0) + r.seconds
-        results.extend(done)
+    pool = process_pool.pool_of(str(prefect_flow_run.id or ""))
+    if pool is None:
+        report = execute_chunk(
+            plans, output, storage_options, lambda: run_guard.assert_lease_held(output),
+            attempt, _last_attempt(), clusters.where(),
+        )  # fmt: skip
+    else:
+        wells = sorted({p.well for p in plans})
+        report = pool.run(
+            f"{wells[0]}–{wells[-1]}", plans, output, storage_options,
+            run_guard.worker_lease_check(output), attempt, _last_attempt(), None,
+        )  # fmt: skip
+    for f in report.logged:
+        logger.error("well %s, step %s failed: %s%s", f.well, f.step, f.message,
+                     f"\n{f.traceback}" if f.traceback else "")  # fmt: skip
+    if report.retry is not None:
+        report.retry.hcs_step = report.retry_step  # type: ignore[attr-defined]
+        raise report.retry
+    failed = len(report.outcome.failures)
     logger.info(
-        "%d well(s) in %.2f s (pid %d): %s%s",
-        len(by_well) - len(failures),
-        time.perf_counter() - start,
-        os.getpid(),
-        ", ".join(f"{s} {t:.2f} s" for s, t in per_step.items()),
-        f"; {len(failures)} failed" if failures else "",
+        "%d well(s) in %.2f s (pid %d, peak RSS %.0f MB): %s%s",
+        len({r.well for r in report.outcome.results}),
+        report.seconds,
+        report.pid,
+        report.peak_rss_mb,
+        ", ".join(f"{s} {t:.2f} s" for s, t in report.per_step.items()),
+        f"; {failed} failed" if failed else "",
     )
-    return ChunkOutcome(results=tuple(results), failures=failures, failed_steps=failed_steps)
+    return report.outcome
 
 
 def _last_attempt() -> bool:
@@ -161,9 +132,13 @@ def _last_attempt() -> bool:
     return ctx.task_run.run_count > ctx.task.retries
 
 
-def reason(exc: BaseException) -> str:
-    """`Type: message` of an error, as failures are listed per well."""
-    return f"{type(exc).__name__}: {exc}"
+@task(name="plate-step", cache_policy=NO_CACHE)
+def plate_steps_task(plan: PlatePlan, storage_options: dict[str, Any]) -> list[str]:
+    """The plate-level steps of a run (e.g. the illumination estimate), before any well step."""
+    done = run_plate_steps(plan, storage_options)
+    for line in done:
+        get_run_logger().info("plate-level step %s", line)
+    return done
 
 
 @task(name="check-completed", cache_policy=NO_CACHE)
