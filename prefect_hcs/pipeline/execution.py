@@ -9,6 +9,7 @@ compile step, not the cluster connection at well 217.
 
 from __future__ import annotations
 
+import multiprocessing
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -110,6 +111,8 @@ def _needs_flow_process(
 ) -> list[str]:
     """Why the wells must run in the flow's process (empty: worker processes can run them)."""
     why = [in_process] if in_process else []
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        why.append("this platform cannot start worker processes from a forkserver (Windows)")
     for name, ref in sorted(functions.items()):
         module, _, qualname = ref.partition(":")
         if module == "__main__" or "<locals>" in qualname:

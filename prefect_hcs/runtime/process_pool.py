@@ -159,14 +159,18 @@ def _context() -> Any:
 
 
 def _main_module() -> list[str]:
-    """Prefect's flow-run entry module (`python -m prefect.engine`), if it is ``__main__``.
+    """The parent's main module, for the forkserver to import once.
 
-    Every worker re-imports the parent's main module (multiprocessing's rule); imported once in
-    the forkserver, that costs a worker nothing instead of Prefect's imports (~2 CPU s) each.
+    Multiprocessing re-runs the parent's main module in every worker: ``prefect.engine`` under
+    a Prefect worker or `serve` (Prefect's imports, ~2 CPU s each), the ``prefect-hcs`` script.
+    Imported once in the forkserver, a forked worker finds it there instead. A package's
+    ``__main__`` (``python -m pytest``) is never re-run, so it is not preloaded either.
     """
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    name = getattr(spec, "name", None) or ""
-    return [name] if name.startswith("prefect.") and not name.endswith(".__main__") else []
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    if name:
+        return [] if name.endswith(".__main__") else [name]
+    return ["__main__"] if getattr(main, "__file__", None) else []
 
 
 def pool_of(run_id: str) -> ChunkPool | None:
