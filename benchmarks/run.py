@@ -230,7 +230,7 @@ def bench_profile(quick: bool) -> dict:
     return data
 
 
-def bench_plate(quick: bool, repeat: int = 1) -> dict:
+def bench_plate(quick: bool, repeat: int = 1, wells: int | None = None) -> dict:
     """Bare loop and flow (1 worker; 2 as threads; 2 as processes) on one CPU-bound plate.
 
     The modes run one after another, `repeat` times interleaved (A/B/C/D, A/B/C/D…), each in its
@@ -238,6 +238,7 @@ def bench_plate(quick: bool, repeat: int = 1) -> dict:
     """
     tmp = Path(tempfile.mkdtemp(prefix="hcs-bench-"))
     n_wells, size = (6, 256) if quick else (24, 512)
+    n_wells = wells or n_wells
     plate = _make_plate(tmp, n_wells, size)
     server, env = _server_env(tmp)
     modes = {
@@ -426,6 +427,9 @@ def main() -> None:
     parser.add_argument("--only", choices=["plate", "memory", "compile", "resolve", "dask", "s3"])
     parser.add_argument("--repeat", type=int, default=1, help="interleaved runs of each plate mode")
     parser.add_argument(
+        "--wells", type=int, default=None, help="wells of the plate benchmark (default 24; 6 quick)"
+    )
+    parser.add_argument(
         "--profile", action="store_true",
         help="instead: py-spy over the bare loop and the 1-worker flow, CPU seconds per cost",
     )  # fmt: skip
@@ -447,7 +451,7 @@ def main() -> None:
         print(f"compile: {c['wells']} wells × {c['steps']} steps = {c['step_plans']} plans, "
               f"{c['task_runs']} task runs, best {c['seconds_best']:.3f} s (goal < 0.2 s)")  # fmt: skip
     if default or args.only == "plate":
-        results["plate"] = bench_plate(args.quick, args.repeat)
+        results["plate"] = bench_plate(args.quick, args.repeat, args.wells)
         _print_plate(results["plate"])
     if default or args.only == "memory":
         results["memory"] = bench_memory(args.quick)
