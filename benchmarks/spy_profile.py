@@ -31,7 +31,7 @@ COSTS: list[tuple[str, re.Pattern[str]]] = [
         ("thumbnails", r"thumbnails\.py"),
         ("padding (fit_yx)", r"fit_yx"),
         ("input stamps (fs.info)", r"inputs_fingerprint"),
-        ("OME-Zarr writes", r"omezarr\.py|zarr/|numcodecs"),
+        ("OME-Zarr writes", r"omezarr\w*\.py|zarr/|numcodecs"),
         ("read source TIFFs", r"read_source_plane|read_tiff|tifffile"),
         ("pipeline functions", r"processing/|apply\.py"),
         ("tables and markers", r"rows_to_csv|_write_tables|_write_done_marker|objects\.py"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -143,8 +144,10 @@ def _alive(pid: int) -> bool:
     return status != "Z"
 
 
-def test_workers_exit_when_the_flow_process_is_killed(prefect_server, tmp_path):
-    """SIGKILL of the flow (the OOM killer, `kill -9`) leaves no worker running on as an orphan."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_workers_stop_when_the_flow_process_is_killed(prefect_server, tmp_path, sig):
+    """SIGKILL of the flow (the OOM killer, `kill -9`) leaves no worker running on as an orphan;
+    SIGTERM (a cancelled run, `kill`) stops them at once instead of after their chunk."""
     seen = tmp_path / "seen"
     seen.mkdir()
     wait = {"name": "wait", "func": {"name": "wait_in_worker", "kwargs": {"folder": str(seen)}}}
@@ -169,6 +172,8 @@ def test_workers_exit_when_the_flow_process_is_killed(prefect_server, tmp_path):
             time.sleep(0.2)
         workers = [int(p.read_text()) for p in seen.glob("*.pid")]
         assert len(workers) == 2 and all(_alive(w) for w in workers)
+        flow.send_signal(sig)
+        flow.wait(timeout=30)  # the workers' chunk would take 60 s: the flow must not wait for it
     finally:
         flow.kill()
         flow.wait()
