@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect_hcs.formats.compact import share_fields_sets
 from prefect_hcs.pipeline.backends import Backends
 from prefect_hcs.pipeline.discover import Discovery
 from prefect_hcs.pipeline.paths import PlannedPaths
@@ -39,7 +40,8 @@ def fingerprint_steps(
     planes as JSON.
 
     One plan per step is validated in full; the others are copies of it with their well's fields
-    (already typed by the phases that made them), which keeps 4,000 plans fast.
+    (already typed by the phases that made them), which keeps 4,000 plans fast. Plans share
+    their fields sets (`share_fields_sets`), which keeps them small.
     """
     templates: dict[int, StepPlan] = {}
     shared: dict[tuple[int, bool], str] = {}
@@ -58,7 +60,7 @@ def fingerprint_steps(
         chain[d["well"]] = fingerprint_of([prev, fp])
         update = {**well, "fingerprint": fp, "chain_fingerprint": chain[d["well"]]}
         plans.append(templates[i].model_copy(update=update))
-    return tuple(plans)
+    return share_fields_sets(plans)
 
 
 def fingerprint_plan(plan: PlatePlan) -> PlatePlan:

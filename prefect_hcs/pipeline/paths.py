@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from prefect_hcs.config.enums import Backend
+from prefect_hcs.formats.compact import share_fields_sets
 from prefect_hcs.formats.fsio import join_url
 from prefect_hcs.formats.wells import WellId
 from prefect_hcs.pipeline import checks
@@ -126,7 +127,7 @@ def well_drafts(
     kept = [_checkpoint_dir(b, step) for b, step in zip(chosen.steps, found.steps, strict=True)]
     drafts: list[Draft] = []
     for well in res.wells:
-        planes = _PLANES.validate_python(source_json.get(well, ()))
+        planes = share_fields_sets(_PLANES.validate_python(source_json.get(well, ())))
         previous: str | None = None
         for i, step in enumerate(found.steps):
             c, b = checked.steps[i], chosen.steps[i]
