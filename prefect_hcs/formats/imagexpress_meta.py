@@ -14,6 +14,7 @@ from typing import Any
 
 from fsspec.spec import AbstractFileSystem
 
+from prefect_hcs.formats.compact import share_fields_sets
 from prefect_hcs.formats.fsio import display
 from prefect_hcs.formats.layout import ChannelInfo, ImageRef, PlateError
 from prefect_hcs.formats.metaseries import PlaneMeta, read_plane_meta
@@ -206,6 +207,7 @@ def annotate(
         if r.path in times:
             update["acquired_at"] = times[r.path]
         out.append(r.model_copy(update=update) if update else r)
+    share_fields_sets(out)  # each copy got its own fields set
     return out
 
 

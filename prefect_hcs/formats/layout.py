@@ -12,9 +12,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from prefect_hcs.errors import UserFacingError
+from prefect_hcs.formats.compact import share_fields_sets
 from prefect_hcs.formats.wells import WellId, row_name, split_well
 
 __all__ = [
@@ -129,6 +130,13 @@ class PlateLayout(BaseModel):
         default=(),
         description="Paths of planes an export padded with byte-identical copies of others.",
     )
+
+    @model_validator(mode="after")
+    def _compact_planes(self) -> PlateLayout:
+        """One fields set for all planes with the same one (`share_fields_sets`): a plate's
+        plane index is most of a layout's memory (384 wells × 24 planes: 18 → 6.6 MB)."""
+        share_fields_sets((*self.images, *self.projections, *self.absent))
+        return self
 
     def images_for_well(self, well: str) -> tuple[ImageRef, ...]:
         """The z-planes of one well (projections excluded)."""
