@@ -77,3 +77,19 @@ def wait_for_task_runs(flow_run_id, *, min_count: int = 1, timeout: float = 60, 
                 return runs
             time.sleep(1)
     return runs
+
+
+def assert_same_outputs(a: dict, b: dict, wells) -> None:
+    """Two plate runs' summaries wrote the same pixels for every well and the same table bytes."""
+    import numpy as np
+
+    from prefect_hcs.formats.omezarr import read_well_image
+    from prefect_hcs.runtime import io as hio
+
+    for well in wells:
+        np.testing.assert_array_equal(
+            read_well_image(a["output"], well, 0), read_well_image(b["output"], well, 0)
+        )
+    assert set(a["tables"]) == set(b["tables"])
+    for name in a["tables"]:
+        assert hio.read_bytes(a["tables"][name]) == hio.read_bytes(b["tables"][name]), name

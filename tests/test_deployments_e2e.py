@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
-from helpers import wait_for_task_runs
+from helpers import assert_same_outputs, wait_for_task_runs
 
 from prefect_hcs.formats.validate_zarr import validate_plate
 from prefect_hcs.runtime import io as hio
@@ -397,7 +396,6 @@ def test_dask_scale_out_gives_identical_outputs_from_worker_processes(
     prefect_server: str, tmp_path: Path
 ) -> None:
     pytest.importorskip("prefect_dask")
-    from prefect_hcs.formats.omezarr import read_well_image
     from prefect_hcs.runtime.flow import process_plate
 
     wells = ["A01", "A02", "B01"]
@@ -422,12 +420,7 @@ def test_dask_scale_out_gives_identical_outputs_from_worker_processes(
     assert not local.intermediates_in_memory  # dask: intermediates go through files
 
     t, d = summaries["threads"], summaries["dask"]
-    for well in wells:
-        np.testing.assert_array_equal(
-            read_well_image(t["output"], well, 0), read_well_image(d["output"], well, 0)
-        )
-    for name in t["tables"]:
-        assert hio.read_bytes(t["tables"][name]) == hio.read_bytes(d["tables"][name]), name
+    assert_same_outputs(t, d, wells)
     assert validate_plate(d["output"]) == []
     me = os.getpid()
     assert {p for pids in t["worker_pids"].values() for p in pids} == {me}
@@ -435,10 +428,7 @@ def test_dask_scale_out_gives_identical_outputs_from_worker_processes(
     assert set(d["worker_pids"]) == set(wells)
     assert me not in dask_pids and len(dask_pids) >= 2, d["worker_pids"]
     p = summaries["processes"]
-    for well in wells:
-        np.testing.assert_array_equal(
-            read_well_image(t["output"], well, 0), read_well_image(p["output"], well, 0)
-        )
+    assert_same_outputs(t, p, wells)
     pool_pids = {pid for pids in p["worker_pids"].values() for pid in pids}
     assert me not in pool_pids and len(pool_pids) == 2, p["worker_pids"]
 

@@ -15,13 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pool_functions  # noqa: F401 - registers the functions the workers import by module
 import pytest
 import yaml
-from helpers import wait_for_task_runs
+from helpers import assert_same_outputs, wait_for_task_runs
 
-from prefect_hcs.runtime import io as hio
 from prefect_hcs.testing.synthetic import make_plate
 
 pytestmark = pytest.mark.server
@@ -74,20 +72,12 @@ def test_workers_are_other_processes_without_prefect(prefect_server, tmp_path):
 
 
 def test_processes_and_threads_write_identical_outputs(prefect_server, tmp_path):
-    from prefect_hcs.formats.omezarr import read_well_image
-
     out = {}
     for runner in ("threads", "processes"):
         state = _run(prefect_server, tmp_path / runner, _demo_steps(), task_runner=runner)
         assert state.is_completed(), state.message
         out[runner] = state.result()
-    t, p = out["threads"], out["processes"]
-    for well in WELLS:
-        np.testing.assert_array_equal(
-            read_well_image(t["output"], well, 0), read_well_image(p["output"], well, 0)
-        )
-    for name in t["tables"]:
-        assert hio.read_bytes(t["tables"][name]) == hio.read_bytes(p["tables"][name]), name
+    assert_same_outputs(out["threads"], out["processes"], WELLS)
 
 
 def _demo_steps() -> list:
