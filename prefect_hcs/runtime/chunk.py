@@ -70,8 +70,6 @@ class ChunkReport:
     logged: list[WellFailure] = field(default_factory=list)
     seconds: float = 0.0
     per_step: dict[str, float] = field(default_factory=dict)
-    pid: int = 0
-    peak_rss_mb: float = 0.0
     retry: BaseException | None = None
     retry_step: str = ""
 
@@ -94,7 +92,7 @@ def execute_chunk(
     """
     start = time.perf_counter()
     where = where if where is not None else clusters.where()
-    report = ChunkReport(outcome=ChunkOutcome(), pid=os.getpid())
+    report = ChunkReport(outcome=ChunkOutcome())
     results: list[WellStepRun] = []
     failures: dict[str, str] = {}
     failed_steps: dict[str, str] = {}
@@ -115,13 +113,12 @@ def execute_chunk(
             report.per_step[r.step] = report.per_step.get(r.step, 0.0) + r.seconds
         results.extend(done)
     report.seconds = time.perf_counter() - start
-    report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report.outcome = ChunkOutcome(
         results=tuple(results),
         failures=failures,
         failed_steps=failed_steps,
-        pid=report.pid,
-        peak_rss_mb=report.peak_rss_mb,
+        pid=os.getpid(),
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
     return report
 

@@ -110,8 +110,8 @@ def run_chunk_task(
         "%d well(s) in %.2f s (pid %d, peak RSS %.0f MB): %s%s",
         len({r.well for r in report.outcome.results}),
         report.seconds,
-        report.pid,
-        report.peak_rss_mb,
+        report.outcome.pid,
+        report.outcome.peak_rss_mb,
         ", ".join(f"{s} {t:.2f} s" for s, t in report.per_step.items()),
         f"; {failed} failed" if failed else "",
     )
